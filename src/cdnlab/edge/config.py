@@ -1,0 +1,154 @@
+"""The daemon's configuration: a TOML file or the quick command-line form, validated at start.
+
+A wrong key or value is reported as one line naming the key (``ConfigError``), and the CLI exits 2.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from cdnlab.sizes import parse_size
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class ConfigError(Exception):
+    """One line naming the offending key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_hostport(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+class TierConfig(_Strict):
+    """One disk (mount point) of a tier: one directory per disk, no RAID."""
+
+    path: Path
+    kind: Literal["ram", "flash", "hdd"]
+    capacity: Size = Field(gt=0)
+
+
+class SigningConfig(_Strict):
+    keys: dict[str, str] = Field(default_factory=dict)
+    # With keys configured, unsigned requests are refused unless required is false.
+    required: bool = True
+
+
+class AdminConfig(_Strict):
+    listen: str = "127.0.0.1:8081"
+    purge_token: str | None = None
+    purge_hmac_key: str | None = None
+
+    _hp = field_validator("listen")(classmethod(lambda cls, v: _check_hostport(v)))
+
+
+class LimitsConfig(_Strict):
+    max_header_bytes: Size = 16384
+    max_headers: int = Field(default=100, gt=0)
+    header_timeout: float = Field(default=10.0, gt=0)
+    keepalive_timeout: float = Field(default=75.0, gt=0)
+    send_timeout: float = Field(default=60.0, gt=0)
+    max_ranges: int = Field(default=16, gt=0)
+    upstream_connect_timeout: float = Field(default=5.0, gt=0)
+    upstream_read_timeout: float = Field(default=30.0, gt=0)
+    upstream_probe_interval: float = Field(default=5.0, gt=0)
+    ram_object_max: Size = 256 * 1024
+
+
+class LogConfig(_Strict):
+    access_log: Path | None = None
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class EdgeConfig(_Strict):
+    role: Literal["edge", "shield"] = "edge"
+    id: str = "edge-1"
+    site: str = "default"
+    listen: list[str] = Field(default_factory=lambda: ["127.0.0.1:8080"], min_length=1)
+    workers: int = Field(default=1, ge=1, le=256)
+    upstreams: list[str] = Field(min_length=1)
+    state_dir: Path
+    tiers: list[TierConfig] = Field(min_length=1)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    signing: SigningConfig = Field(default_factory=SigningConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: list[str]) -> list[str]:
+        return [_check_hostport(x) for x in v]
+
+    @field_validator("upstreams")
+    @classmethod
+    def _upstreams(cls, v: list[str]) -> list[str]:
+        for u in v:
+            if not (u.startswith("http://") or u.startswith("https://")) or u[-3:] == "://":
+                raise ValueError(f"upstream must be an http:// or https:// URL, got {u!r}")
+        return [u.rstrip("/") for u in v]
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    return f"{key}: {msg}"
+
+
+def from_mapping(data: dict) -> EdgeConfig:
+    try:
+        return EdgeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from None
+
+
+def load(path: Path) -> EdgeConfig:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return from_mapping(data)
+
+
+def quick(
+    listen: str,
+    admin_listen: str,
+    store: Path,
+    upstreams: list[str],
+    *,
+    role: str = "edge",
+    workers: int = 1,
+    capacity: str = "10G",
+) -> EdgeConfig:
+    """The quick form: one flash tier in STORE, the index beside it."""
+    store = Path(store)
+    return from_mapping(
+        {
+            "role": role,
+            "listen": [listen],
+            "workers": workers,
+            "upstreams": upstreams,
+            "state_dir": str(store / "state"),
+            "tiers": [{"path": str(store / "flash0"), "kind": "flash", "capacity": capacity}],
+            "admin": {"listen": admin_listen},
+        }
+    )
