@@ -1,0 +1,756 @@
+"""Objects on tiers of disks (RAM, flash, HDD), one directory per disk, found through the index.
+
+Layout of each disk directory::
+
+    cdnlab-disk-id      the disk's id (random, written once): rows name disks by it, so a disk
+                        mounted at another path, or two disks swapped, keep their objects
+    tmp/                objects being written (removed at start by reconcile)
+    objects/00 … ff/    committed objects, named from the key's SHA-256 plus a random suffix
+
+File names never come from URL text, so no request path ever reaches the filesystem.
+
+Life of an object: ``begin`` picks a disk and opens a temp file; ``Writer.write`` appends (and
+hashes); ``Writer.commit`` fsyncs it, renames it into objects/, fsyncs the directory, and only
+then writes the index row (evicting least-recently-used rows of that disk in the same
+transaction if the disk is over capacity); old and evicted files are unlinked after the row is
+in. A crash at any point leaves at worst a temp file, an orphan file or a row without its file,
+which ``open(reconcile=True)`` repairs. Purges remove rows first, then files.
+
+Processes: the master calls ``open(reconcile=True)`` before forking workers (nothing else may use
+the store while it reconciles); each worker builds its own ``Store`` and calls
+``open(reconcile=False)``. Threads: ``lookup``, ``begin``, ``purge*``, ``verify``, ``usage`` and
+``add_hits`` may be called from any thread. A ``Writer`` belongs to one task: call its methods one
+at a time (``write`` on the event loop, ``commit``/``abort`` in an executor is fine), never
+concurrently. ``commit``, ``abort``, ``purge*``, ``verify`` and ``open`` block (fsync, unlink,
+SQLite write lock): run them off the event loop. ``lookup`` is one indexed SQLite read.
+
+A disk that fails with an I/O error (EIO, EROFS, ENOSPC, ENOENT, …) is marked failed (in the index
+too, so every process learns it on its next ``refresh``/``add_hits``): placement skips it and its
+objects become misses. Nothing raises out of the store for a failed disk except the writer that
+was using it (``DiskFailedError``), so the server can keep serving from elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+from pathlib import Path
+from types import TracebackType
+from typing import NoReturn
+
+from cdnlab.edge.config import TierConfig
+from cdnlab.edge.index import DiskState, Index, PurgedError, Row, headers_json
+from cdnlab.edge.placement import choose, key_digest, tier_order
+
+log = logging.getLogger(__name__)
+
+MARKER = "cdnlab-disk-id"
+INDEX_FILE = "index.sqlite3"
+DEFAULT_RAM_OBJECT_MAX = 256 * 1024
+
+# Errors that mean "this disk cannot be used", as opposed to a bug or a bad argument.
+DISK_ERRNOS = frozenset(
+    {
+        errno.EIO,
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENXIO,
+        errno.ENODEV,
+        errno.EDQUOT,
+        errno.ESTALE,
+    }
+)
+
+# Upstream response headers kept with an object (lower case). Those with their own column
+# (content-type, etag, last-modified, content-length), hop-by-hop ones and set-cookie are never kept.
+STORED_HEADERS = frozenset(
+    {
+        "cache-control",
+        "expires",
+        "date",
+        "age",
+        "vary",
+        "content-encoding",
+        "content-language",
+        "content-disposition",
+        "link",
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "access-control-expose-headers",
+        "timing-allow-origin",
+        "x-content-type-options",
+    }
+)
+
+Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+class StoreError(Exception):
+    """The object was not stored (the server still answers the client from upstream)."""
+
+
+class SizeMismatchError(StoreError):
+    """The body's length differs from the expected size: a truncated body is never committed."""
+
+
+class IntegrityError(StoreError):
+    """The body's SHA-256 differs from the digest the caller expected."""
+
+
+class ObjectTooLargeError(StoreError):
+    """No disk that could take this object is large enough."""
+
+
+class NoDiskError(StoreError):
+    """No healthy disk can take the object."""
+
+
+class DiskFailedError(StoreError):
+    """The disk failed while the object was being written; it is now marked failed."""
+
+
+class PurgedDuringFillError(StoreError):
+    """A purge covering the key ran while it was being fetched: the old bytes are not stored."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A stored object: the index row plus where it is (absolute path) and its tier kind."""
+
+    key: str
+    disk: str
+    file: str
+    size: int
+    content_type: str
+    etag: str | None
+    last_modified: float | None
+    sha256: str
+    stored_at: float
+    headers_json: str
+    hits: int
+    last_access: float
+    path: str
+    tier: str
+
+    @cached_property
+    def headers(self) -> dict[str, str]:
+        """Kept upstream headers (lower-case names), decoded on first use only."""
+        return json.loads(self.headers_json)
+
+
+_ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
+
+
+def _entry(row: Row, path: str, tier: str) -> Entry:
+    # Hot path: filling __dict__ directly is ~1 µs cheaper than the frozen dataclass __init__
+    # (which goes through object.__setattr__ once per field); the result is the same object.
+    entry = object.__new__(Entry)
+    entry.__dict__.update(zip(_ENTRY_FIELDS, (*row, path, tier), strict=True))
+    return entry
+
+
+@dataclass(frozen=True)
+class DiskInfo:
+    id: str
+    path: str
+    kind: str
+    capacity: int
+    used: int
+    objects: int
+    failed: bool
+    reason: str | None
+
+
+@dataclass
+class ReconcileReport:
+    temp_removed: int = 0
+    orphans_removed: int = 0
+    missing_dropped: int = 0  # rows whose file was gone
+    size_mismatch_dropped: int = 0  # rows whose file had another size (row and file removed)
+    unknown_disk_dropped: int = 0  # rows on disks not configured, failed, or failed last run
+    failed_disks: list[str] = field(default_factory=list)
+    objects: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+class _Disk:
+    __slots__ = ("capacity", "failed", "id", "kind", "objects", "prefix", "reason", "root", "tmp")
+
+    def __init__(self, tier: TierConfig) -> None:
+        self.root = os.path.abspath(tier.path)
+        self.kind: str = tier.kind
+        self.capacity: int = tier.capacity
+        self.objects = os.path.join(self.root, "objects")
+        self.prefix = self.objects + os.sep  # + row.file = absolute path (no Path on the hot path)
+        self.tmp = os.path.join(self.root, "tmp")
+        self.id = "unavailable:" + self.root  # until the marker is read
+        self.failed = False
+        self.reason: str | None = None
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _describe(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0, "OSError")
+    return f"{name}: {exc.strerror or exc}"
+
+
+def _keep_headers(headers: Headers | None) -> dict[str, str]:
+    kept: dict[str, str] = {}
+    if headers is None:
+        return kept
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in items:
+        low = name.lower()
+        if low in STORED_HEADERS:
+            kept[low] = f"{kept[low]}, {value}" if low in kept else value
+    return kept
+
+
+class Store:
+    def __init__(
+        self,
+        tiers: Sequence[TierConfig],
+        state_dir: Path,
+        *,
+        ram_object_max: int = DEFAULT_RAM_OBJECT_MAX,
+        on_invalidate: Callable[[list[str]], None] | None = None,
+        busy_timeout: float = 10.0,
+    ) -> None:
+        """ON_INVALIDATE(keys) is called after rows are removed or replaced (purge, eviction,
+        replacement, reconcile) and before their files are unlinked, e.g. to tell per-worker caches."""
+        self.state_dir = Path(state_dir)
+        self.ram_object_max = ram_object_max
+        self._tiers = list(tiers)
+        self._on_invalidate = on_invalidate
+        self._busy_timeout = busy_timeout
+        self._disks: list[_Disk] = []
+        self._by_id: dict[str, _Disk] = {}
+        self._index: Index | None = None
+        self._lock = threading.Lock()
+
+    # -- opening -----------------------------------------------------------------------------
+
+    @property
+    def index(self) -> Index:
+        if self._index is None:
+            raise StoreError("store is not open")
+        return self._index
+
+    def open(self, reconcile: bool) -> ReconcileReport:
+        """Open the index and the disks; with RECONCILE, repair them (see ReconcileReport)."""
+        if self._index is not None:
+            raise StoreError("store is already open")
+        start = time.monotonic()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._index = Index(self.state_dir / INDEX_FILE, busy_timeout=self._busy_timeout)
+        self._disks = [self._init_disk(t) for t in self._tiers]
+        self._by_id = {}
+        for disk in self._disks:
+            if disk.id in self._by_id and not disk.failed:
+                disk.failed, disk.reason = True, f"same disk id as {self._by_id[disk.id].root}"
+            self._by_id.setdefault(disk.id, disk)
+        known = self.index.disk_states()
+        report = ReconcileReport()
+        if reconcile:
+            self._reconcile(known, report)
+        for disk in self._disks:
+            state = known.get(disk.id)
+            if not reconcile and state is not None and state.failed:
+                disk.failed, disk.reason = True, state.reason
+            if reconcile or (disk.failed and not (state and state.failed)):
+                self._save_state(disk)
+        report.failed_disks = [d.root for d in self._disks if d.failed]
+        usage = self.index.usage_by_disk()
+        for disk in self._disks:
+            if not disk.failed and disk.id in usage:
+                report.objects += usage[disk.id].objects
+                report.bytes += usage[disk.id].bytes
+        report.seconds = time.monotonic() - start
+        return report
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    def _init_disk(self, tier: TierConfig) -> _Disk:
+        disk = _Disk(tier)
+        try:
+            os.makedirs(disk.tmp, exist_ok=True)
+            os.makedirs(disk.objects, exist_ok=True)
+            # All 256 fan-out directories exist up front, so a commit never creates one.
+            for i in range(256):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(os.path.join(disk.objects, f"{i:02x}"))
+            disk.id = self._disk_id(disk)
+            probe = os.path.join(disk.tmp, f"probe.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, b"probe")
+            finally:
+                os.close(fd)
+                os.unlink(probe)
+        except OSError as exc:
+            disk.failed, disk.reason = True, _describe(exc)
+            log.error("disk %s unusable: %s", disk.root, disk.reason)
+        return disk
+
+    @staticmethod
+    def _disk_id(disk: _Disk) -> str:
+        marker = os.path.join(disk.root, MARKER)
+        try:
+            with open(marker) as f:
+                got = f.read().strip()
+            if got:
+                return got
+        except FileNotFoundError:
+            pass
+        # Write then link: link fails if another process made the marker first, and a crash
+        # never leaves an empty marker.
+        new = "d" + secrets.token_hex(8)
+        tmp = os.path.join(disk.tmp, f"marker.{new}")
+        with open(tmp, "w") as f:
+            f.write(new + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, marker)
+            _fsync_dir(disk.root)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+        with open(marker) as f:
+            return f.read().strip()
+
+    # -- reconcile (master only, before workers start) ------------------------------------------
+
+    def _reconcile(self, known: Mapping[str, DiskState], report: ReconcileReport) -> None:
+        index = self.index
+        previously_failed = {d for d, s in known.items() if s.failed}
+        healthy = {d.id for d in self._disks if not d.failed and d.id not in previously_failed}
+        for disk_id in index.usage_by_disk():
+            if disk_id not in healthy:
+                report.unknown_disk_dropped += index.delete_disk(disk_id)
+        for disk in self._disks:
+            if disk.failed:
+                continue
+            try:
+                self._sweep(disk, report)
+            except OSError as exc:
+                self._disk_error(disk, exc, force=True)
+
+    def _sweep(self, disk: _Disk, report: ReconcileReport) -> None:
+        for entry in os.scandir(disk.tmp):
+            _remove_any(entry)
+            report.temp_removed += 1
+        drops: list[str] = []
+        rows = self.index.iter_disk_files(disk.id)
+        files = self._list_objects(disk, report)
+        row, got = next(rows, None), next(files, None)
+        while row is not None or got is not None:
+            if got is None or (row is not None and row[0] < got[0]):
+                assert row is not None
+                drops.append(row[1])
+                report.missing_dropped += 1
+                row = next(rows, None)
+            elif row is None or got[0] < row[0]:
+                _unlink(disk.prefix + got[0])
+                report.orphans_removed += 1
+                got = next(files, None)
+            else:
+                if got[1] != row[2]:
+                    # Row first, then the file: a crash in between leaves an orphan, never a
+                    # row pointing at a wrong-sized file.
+                    self.index.delete_keys([row[1]])
+                    _unlink(disk.prefix + got[0])
+                    report.size_mismatch_dropped += 1
+                row, got = next(rows, None), next(files, None)
+            if len(drops) >= 1000:
+                self.index.delete_keys(drops)
+                drops = []
+        self.index.delete_keys(drops)
+
+    @staticmethod
+    def _list_objects(disk: _Disk, report: ReconcileReport) -> Iterator[tuple[str, int]]:
+        """(relative name, size) of every object file, sorted; anything else in objects/ is removed."""
+        for top in sorted(os.scandir(disk.objects), key=lambda e: e.name):
+            name = top.name
+            if not (len(name) == 2 and all(c in "0123456789abcdef" for c in name) and top.is_dir()):
+                _remove_any(top)
+                report.orphans_removed += 1
+                continue
+            for entry in sorted(os.scandir(top.path), key=lambda e: e.name):
+                if entry.is_file(follow_symlinks=False):
+                    yield f"{name}/{entry.name}", entry.stat(follow_symlinks=False).st_size
+                else:
+                    _remove_any(entry)
+                    report.orphans_removed += 1
+
+    # -- disk health ---------------------------------------------------------------------------
+
+    def mark_failed(self, disk_id: str, reason: str) -> None:
+        """Stop using DISK_ID (placement skips it, its objects are misses) and tell other processes."""
+        disk = self._by_id.get(disk_id)
+        if disk is None:
+            return
+        with self._lock:
+            if disk.failed:
+                return
+            disk.failed, disk.reason = True, reason
+        log.error("disk %s (%s) marked failed: %s", disk.root, disk.id, reason)
+        self._save_state(disk)
+
+    def note_io_error(self, disk_id: str, exc: OSError) -> bool:
+        """For the server: an error reading an entry's file. True if the disk is now failed."""
+        disk = self._by_id.get(disk_id)
+        return disk is not None and self._disk_error(disk, exc)
+
+    def _disk_error(self, disk: _Disk, exc: OSError, *, force: bool = False) -> bool:
+        if not force and exc.errno not in DISK_ERRNOS:
+            return False
+        self.mark_failed(disk.id, _describe(exc))
+        return True
+
+    def _save_state(self, disk: _Disk) -> None:
+        try:
+            self.index.set_disk_state(DiskState(disk.id, disk.root, disk.kind, disk.failed, disk.reason))
+        except Exception:  # the flag still holds in this process; never fail the caller for it
+            log.exception("cannot record the state of disk %s", disk.root)
+
+    def refresh(self) -> None:
+        """Pick up disks that other processes marked failed (cheap: one small query)."""
+        for disk_id, state in self.index.disk_states().items():
+            disk = self._by_id.get(disk_id)
+            if disk is not None and state.failed and not disk.failed:
+                disk.failed, disk.reason = True, state.reason
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def lookup(self, key: str) -> Entry | None:
+        """The stored object for KEY, or None (absent, or on a failed disk). Never touches disks.
+
+        The file may still vanish before it is opened (purge, eviction, replacement): treat
+        FileNotFoundError on open as a miss.
+        """
+        row = self.index.get(key)
+        if row is None:
+            return None
+        disk = self._by_id.get(row[1])
+        if disk is None or disk.failed:
+            return None
+        return _entry(row, disk.prefix + row[2], disk.kind)
+
+    def verify(self, entry: Entry) -> bool:
+        """Re-hash ENTRY's file: True if its size and SHA-256 match the index. Blocking I/O."""
+        disk = self._by_id.get(entry.disk)
+        if disk is None or disk.failed:
+            return False
+        try:
+            with open(entry.path, "rb", buffering=0) as f:
+                if os.fstat(f.fileno()).st_size != entry.size:
+                    return False
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            self._disk_error(disk, exc)
+            return False
+        return digest == entry.sha256
+
+    def usage(self) -> list[DiskInfo]:
+        usage = self.index.usage_by_disk()
+        out = []
+        for d in self._disks:
+            used, count = usage.get(d.id, (0, 0))
+            out.append(DiskInfo(d.id, d.root, d.kind, d.capacity, used, count, d.failed, d.reason))
+        return out
+
+    def add_hits(self, batch: Mapping[str, tuple[int, float]]) -> None:
+        """Record a second's worth of hits {key: (count, last access)}; also refresh disk health."""
+        self.index.add_hits(batch)
+        self.refresh()
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def begin(
+        self, key: str, expected_size: int | None = None, content_type: str = "application/octet-stream"
+    ) -> Writer:
+        """Open a writer for KEY on the best disk (see placement). Raises StoreError if none fits."""
+        if expected_size is not None and expected_size < 0:
+            raise ValueError("expected_size cannot be negative")
+        index = self.index
+        digest = key_digest(key)
+        since = index.purge_seq()  # purges after this point refuse the commit
+        usage = index.usage_by_disk()
+        size = expected_size or 0
+        kinds = [d.kind for d in self._disks]
+        considered: list[_Disk] = []
+        for kind in tier_order(expected_size, self.ram_object_max, kinds):
+            healthy = [d for d in self._disks if d.kind == kind and not d.failed]
+            considered += healthy
+            cands = [(d.id, d.capacity, usage[d.id].bytes if d.id in usage else 0) for d in healthy]
+            for disk_id in choose(digest, size, cands):
+                disk = self._by_id[disk_id]
+                name = f"{digest[:16].hex()}-{secrets.token_hex(6)}"
+                temp = os.path.join(disk.tmp, name)
+                try:
+                    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                except OSError as exc:
+                    if not self._disk_error(disk, exc):
+                        raise
+                    continue
+                return Writer(self, disk, key, name, fd, expected_size, content_type, since)
+        if considered and all(d.capacity < size for d in considered):
+            raise ObjectTooLargeError(f"{expected_size} bytes is more than any disk can hold")
+        raise NoDiskError("no healthy disk can take the object")
+
+    def purge(self, key: str) -> int:
+        """Remove KEY (row, then file); fills of KEY under way are refused. Returns 0 or 1."""
+        row = self.index.delete(key, record_purge=True)
+        rows = [row] if row is not None else []
+        self._removed(rows, [r.key for r in rows])
+        return len(rows)
+
+    def purge_prefix(self, prefix: str) -> int:
+        """Remove every key starting with PREFIX (literally: % and _ are not wildcards)."""
+        rows = self.index.delete_prefix(prefix, record_purge=True)
+        self._removed(rows, [r.key for r in rows])
+        return len(rows)
+
+    def _removed(self, rows: Sequence[Row], keys: list[str]) -> None:
+        """Rows are already out of the index: tell caches, then unlink the files."""
+        if keys and self._on_invalidate is not None:
+            try:
+                self._on_invalidate(keys)
+            except Exception:
+                log.exception("invalidation callback failed")
+        for row in rows:
+            disk = self._by_id.get(row.disk)
+            if disk is None or disk.failed:
+                continue
+            try:
+                os.unlink(disk.prefix + row.file)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                self._disk_error(disk, exc)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _remove_any(entry: os.DirEntry[str]) -> None:
+    if entry.is_dir(follow_symlinks=False):
+        shutil.rmtree(entry.path, ignore_errors=True)
+    else:
+        _unlink(entry.path)
+
+
+class Writer:
+    """One object being stored. Not thread-safe: one caller at a time.
+
+    ``fileno()`` is the temp file's descriptor, open for reading too: the server may pread or
+    sendfile the part already written while the rest downloads (with explicit offsets: writes use
+    pwrite, so no shared file position is involved). The descriptor stays valid after
+    commit/abort (it then refers to the committed, or unlinked, file) until ``close()``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        disk: _Disk,
+        key: str,
+        name: str,
+        fd: int,
+        expected_size: int | None,
+        content_type: str,
+        since_purge: int,
+    ) -> None:
+        self.key = key
+        self.expected_size = expected_size
+        self.content_type = content_type
+        self.disk = disk.id
+        self.tier = disk.kind
+        self.temp_path = os.path.join(disk.tmp, name)
+        self._store = store
+        self._disk = disk
+        self._name = name
+        self._fd = fd
+        self._since = since_purge
+        self._hash = hashlib.sha256()
+        self._written = 0
+        self._state = "open"
+        self._final: str | None = None
+
+    @property
+    def bytes_written(self) -> int:
+        return self._written
+
+    @property
+    def state(self) -> str:
+        """open, committed or aborted."""
+        return self._state
+
+    def fileno(self) -> int:
+        if self._fd < 0:
+            raise ValueError("writer is closed")
+        return self._fd
+
+    def hexdigest(self) -> str:
+        """SHA-256 of the bytes written so far."""
+        return self._hash.hexdigest()
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append DATA (blocking pwrite). Writing past expected_size (or the disk) aborts."""
+        self._require_open()
+        view = memoryview(data).cast("B")
+        n = len(view)
+        limit = self._disk.capacity if self.expected_size is None else self.expected_size
+        if self._written + n > limit:
+            self.abort()
+            if self.expected_size is None:
+                raise ObjectTooLargeError(f"{self.key}: larger than disk {self._disk.root}")
+            raise SizeMismatchError(f"{self.key}: body longer than the expected {self.expected_size} bytes")
+        done = 0
+        try:
+            while done < n:
+                done += os.pwrite(self._fd, view[done:], self._written + done)
+        except OSError as exc:
+            self._fail(exc)
+        self._hash.update(view)
+        self._written += n
+        return n
+
+    def commit(
+        self,
+        etag: str | None = None,
+        last_modified: float | None = None,
+        headers: Headers | None = None,
+        *,
+        expected_sha256: str | None = None,
+    ) -> Entry:
+        """Make the object durable and visible; raises StoreError (object not stored) otherwise.
+
+        Refused when the size differs from expected_size, the digest from EXPECTED_SHA256, or a
+        purge covering the key ran since begin(). Blocking: fsync, rename, SQLite write.
+        """
+        self._require_open()
+        disk = self._disk
+        digest = self._hash.hexdigest()
+        if self.expected_size is not None and self._written != self.expected_size:
+            self.abort()
+            raise SizeMismatchError(
+                f"{self.key}: got {self._written} bytes, expected {self.expected_size}: not stored"
+            )
+        if expected_sha256 is not None and expected_sha256.lower() != digest:
+            self.abort()
+            raise IntegrityError(f"{self.key}: SHA-256 {digest} is not the expected {expected_sha256}")
+        if disk.failed:
+            self.abort()
+            raise DiskFailedError(f"{self.key}: disk {disk.root} failed: {disk.reason}")
+        rel = f"{self._name[:2]}/{self._name}"
+        final = disk.prefix + rel
+        durable = disk.kind != "ram"  # fsync on tmpfs buys nothing
+        try:
+            if durable:
+                os.fsync(self._fd)
+            os.rename(self.temp_path, final)
+            self._final = final
+            if durable:
+                _fsync_dir(os.path.dirname(final))
+        except OSError as exc:
+            self._fail(exc)
+        now = time.time()
+        row = Row(
+            self.key,
+            disk.id,
+            rel,
+            self._written,
+            self.content_type,
+            etag,
+            last_modified,
+            digest,
+            now,
+            headers_json(_keep_headers(headers)),
+            0,
+            now,
+        )
+        try:
+            result = self._store.index.put(row, capacity=disk.capacity, since_purge=self._since)
+        except PurgedError as exc:
+            self.abort()
+            raise PurgedDuringFillError(f"{self.key}: purged while it was being fetched") from exc
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "committed"
+        gone = list(result.evicted)
+        if result.replaced is not None:
+            gone.append(result.replaced)
+        keys = [r.key for r in result.evicted]
+        if result.replaced is not None:
+            keys.append(self.key)
+        self._store._removed(gone, keys)
+        return _entry(row, final, disk.kind)
+
+    def abort(self) -> None:
+        """Drop the object (idempotent; does nothing after a commit). The fd stays open."""
+        if self._state != "open":
+            return
+        self._state = "aborted"
+        try:
+            _unlink(self._final or self.temp_path)
+        except OSError as exc:
+            self._store._disk_error(self._disk, exc)
+
+    def close(self) -> None:
+        """Abort if not committed, and release the descriptor."""
+        self.abort()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(
+        self, tp: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _require_open(self) -> None:
+        if self._state != "open":
+            raise StoreError(f"{self.key}: writer already {self._state}")
+
+    def _fail(self, exc: OSError) -> NoReturn:
+        failed = self._store._disk_error(self._disk, exc)
+        self.abort()
+        if failed:
+            raise DiskFailedError(f"{self.key}: disk {self._disk.root}: {_describe(exc)}") from exc
+        raise exc
