@@ -83,7 +83,7 @@ def _num(s: str) -> int:
     if not (s.isascii() and s.isdigit()):  # isdigit alone accepts e.g. '²' and Arabic digits
         return -1
     if len(s) > _MAX_DIGITS:
-        s = s.lstrip("0")
+        s = s.lstrip("0") or "0"
         if len(s) > _MAX_DIGITS:
             return _HUGE
     return int(s)
