@@ -1,0 +1,1 @@
+"""The reference player: endpoint selection, ABR, failover, QoE."""

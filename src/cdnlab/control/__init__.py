@@ -1,0 +1,1 @@
+"""The control plane: registry, health monitor, inventory, steering, analytics (HTTP API)."""
