@@ -61,14 +61,16 @@ CREATE TABLE objects (
 CREATE UNIQUE INDEX objects_disk_file ON objects(disk, file);
 CREATE INDEX objects_disk_access ON objects(disk, last_access);
 
--- Kept by triggers so usage per disk is one row read, whichever process wrote.
+-- Kept by triggers so usage per disk is one row read, whichever process wrote. (Not INSERT OR
+-- IGNORE: inside a trigger the outer statement's conflict policy, e.g. an upsert's, overrides it.)
 CREATE TABLE disk_usage (
     disk TEXT PRIMARY KEY NOT NULL,
     bytes INTEGER NOT NULL DEFAULT 0,
     objects INTEGER NOT NULL DEFAULT 0
 );
 CREATE TRIGGER objects_ai AFTER INSERT ON objects BEGIN
-    INSERT OR IGNORE INTO disk_usage(disk) VALUES (NEW.disk);
+    INSERT INTO disk_usage(disk) SELECT NEW.disk
+        WHERE NOT EXISTS (SELECT 1 FROM disk_usage WHERE disk = NEW.disk);
     UPDATE disk_usage SET bytes = bytes + NEW.size, objects = objects + 1 WHERE disk = NEW.disk;
 END;
 CREATE TRIGGER objects_ad AFTER DELETE ON objects BEGIN
@@ -76,7 +78,8 @@ CREATE TRIGGER objects_ad AFTER DELETE ON objects BEGIN
 END;
 CREATE TRIGGER objects_au AFTER UPDATE OF disk, size ON objects BEGIN
     UPDATE disk_usage SET bytes = bytes - OLD.size, objects = objects - 1 WHERE disk = OLD.disk;
-    INSERT OR IGNORE INTO disk_usage(disk) VALUES (NEW.disk);
+    INSERT INTO disk_usage(disk) SELECT NEW.disk
+        WHERE NOT EXISTS (SELECT 1 FROM disk_usage WHERE disk = NEW.disk);
     UPDATE disk_usage SET bytes = bytes + NEW.size, objects = objects + 1 WHERE disk = NEW.disk;
 END;
 

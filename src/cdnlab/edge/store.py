@@ -481,6 +481,13 @@ class Store:
             return False
         return digest == entry.sha256
 
+    def iter_entries(self) -> Iterator[Entry]:
+        """Every object on a usable disk, in key order (for inventories; reads in batches)."""
+        for row in self.index.iter_all():
+            disk = self._by_id.get(row.disk)
+            if disk is not None and not disk.failed:
+                yield _entry(row, disk.prefix + row.file, disk.kind)
+
     def usage(self) -> list[DiskInfo]:
         usage = self.index.usage_by_disk()
         out = []
@@ -576,9 +583,10 @@ class Writer:
     """One object being stored. Not thread-safe: one caller at a time.
 
     ``fileno()`` is the temp file's descriptor, open for reading too: the server may pread or
-    sendfile the part already written while the rest downloads (with explicit offsets: writes use
-    pwrite, so no shared file position is involved). The descriptor stays valid after
-    commit/abort (it then refers to the committed, or unlinked, file) until ``close()``.
+    sendfile the part already written while the rest downloads. ``commit``/``abort``/``close``
+    release it, so a reader that outlives them must ``os.dup(fileno())`` first (safe: writes use
+    pwrite at explicit offsets, so the shared file position is never relied on). The duplicate
+    then refers to the committed file, or to the unlinked temp file after an abort.
     """
 
     def __init__(
@@ -710,6 +718,7 @@ class Writer:
             self.abort()
             raise
         self._state = "committed"
+        self._release()
         gone = list(result.evicted)
         if result.replaced is not None:
             gone.append(result.replaced)
@@ -720,18 +729,21 @@ class Writer:
         return _entry(row, final, disk.kind)
 
     def abort(self) -> None:
-        """Drop the object (idempotent; does nothing after a commit). The fd stays open."""
+        """Drop the object and release the descriptor (idempotent; does nothing after a commit)."""
         if self._state != "open":
             return
         self._state = "aborted"
+        self._release()
         try:
             _unlink(self._final or self.temp_path)
         except OSError as exc:
             self._store._disk_error(self._disk, exc)
 
     def close(self) -> None:
-        """Abort if not committed, and release the descriptor."""
+        """Abort unless committed (for ``with`` blocks and finally clauses)."""
         self.abort()
+
+    def _release(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
