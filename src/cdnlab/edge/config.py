@@ -64,6 +64,11 @@ class LimitsConfig(_Strict):
     upstream_read_timeout: float = Field(default=30.0, gt=0)
     upstream_probe_interval: float = Field(default=5.0, gt=0)
     ram_object_max: Size = 256 * 1024
+    # Per-worker memory for small objects served straight from RAM (verified when loaded).
+    hot_cache_bytes: Size = 64 * 1024 * 1024
+    open_files_cache: int = Field(default=4096, gt=0)
+    cache_lock_timeout: float = Field(default=30.0, gt=0)
+    drain_timeout: float = Field(default=300.0, gt=0)
 
 
 class LogConfig(_Strict):
@@ -75,6 +80,8 @@ class EdgeConfig(_Strict):
     role: Literal["edge", "shield"] = "edge"
     id: str = "edge-1"
     site: str = "default"
+    # The cache's name in RFC 9211 Cache-Status members.
+    cache_name: str = Field(default="cdnlab", pattern=r"^[A-Za-z0-9._-]+$")
     listen: list[str] = Field(default_factory=lambda: ["127.0.0.1:8080"], min_length=1)
     workers: int = Field(default=1, ge=1, le=256)
     upstreams: list[str] = Field(min_length=1)

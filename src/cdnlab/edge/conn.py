@@ -1,0 +1,316 @@
+"""One client connection: httptools parsing, pipelined responses in order, zero-copy writes.
+
+The socket is driven directly with ``add_reader``/``add_writer`` rather than through an asyncio
+transport, because transports cannot ``sendfile``: file bodies go from the page cache to the socket
+with ``os.sendfile`` as fast as the client takes them, and nothing but headers is ever buffered, so
+a slow reader costs a few hundred bytes of memory, not a copy of the object.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from cdnlab.edge.output import FileSpan, GrowingSpan, Response
+
+if TYPE_CHECKING:
+    from cdnlab.edge.worker import Worker
+
+_SENDFILE_CHUNK = 1 << 21
+_MAX_PIPELINE = 32  # queued responses before we stop reading (back-pressure on pipelining)
+_FATAL = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+
+
+class _Reject(Exception):
+    """A request we refuse while still parsing it (limits)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+
+
+class Conn:
+    __slots__ = (
+        "_hbytes",
+        "_headers",
+        "_in_request",
+        "_reading",
+        "_url",
+        "_writing",
+        "client",
+        "closed",
+        "fd",
+        "last_active",
+        "parser",
+        "queue",
+        "read_eof",
+        "request_began",
+        "sock",
+        "worker",
+        "write_stalled_since",
+    )
+
+    def __init__(self, worker: Worker, sock: socket.socket, client: str) -> None:
+        self.worker = worker
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.client = client
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[Response] = deque()
+        self.closed = False
+        self.read_eof = False
+        self._reading = False
+        self._writing = False
+        self._in_request = False
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._hbytes = 0
+        self.last_active = worker.now
+        self.request_began = 0.0
+        self.write_stalled_since = 0.0
+        self._resume_reading()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _resume_reading(self) -> None:
+        if not self._reading and not self.closed and not self.read_eof:
+            self._reading = True
+            self.worker.loop.add_reader(self.fd, self._on_readable)
+
+    def _pause_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self.worker.loop.remove_reader(self.fd)
+
+    def _on_readable(self) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.abort()
+            return
+        self.last_active = self.worker.now
+        if not data:
+            self.read_eof = True
+            self._pause_reading()
+            if not self.queue:
+                self.abort()
+            return
+        try:
+            self.parser.feed_data(data)
+        except _Reject as rej:
+            self._fail(rej.status, rej.reason)
+        except httptools.HttpParserUpgrade:
+            # Upgrade (h2c, websocket) is not offered: the request was answered as plain HTTP/1.1;
+            # whatever follows is not HTTP/1.1, so stop reading and close after the answer.
+            self._pause_reading()
+            self.read_eof = True
+            if self.queue:
+                self.queue[-1].close = True
+        except httptools.HttpParserInvalidMethodError:
+            self._fail(400, "invalid method")
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Reject):
+                self._fail(cause.status, cause.reason)
+            else:
+                self._fail(400, f"malformed request: {exc}")
+        if len(self.queue) >= _MAX_PIPELINE:
+            self._pause_reading()
+        self.flush()
+
+    def _fail(self, status: int, reason: str) -> None:
+        """Answer a request we could not parse, then close: the stream can no longer be trusted."""
+        self._pause_reading()
+        self.read_eof = True
+        method = self.parser.get_method().decode("latin-1", "replace") if self._in_request else "-"
+        resp = self.worker.handler.error(status, reason, method, self._url.decode("latin-1", "replace"))
+        resp.close = True
+        self.queue.append(resp)
+        self.worker.stats.rejected(status)
+
+    # httptools callbacks ----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_request = True
+        self.request_began = self.worker.now
+        self._url = b""
+        self._headers = []
+        self._hbytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.worker.limits.max_header_bytes:
+            raise _Reject(414, "request-target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        self._hbytes += len(name) + len(value) + 4
+        if self._hbytes > self.worker.limits.max_header_bytes:
+            raise _Reject(431, "request header fields too large")
+        if len(self._headers) > self.worker.limits.max_headers:
+            raise _Reject(431, "too many request header fields")
+
+    def on_message_complete(self) -> None:
+        self._in_request = False
+        parser = self.parser
+        keep_alive = parser.should_keep_alive() and not self.worker.draining
+        resp = self.worker.handler.handle(
+            self, parser.get_method(), self._url, self._headers, parser.get_http_version(), keep_alive
+        )
+        if not keep_alive:
+            resp.close = True
+            self._pause_reading()
+            self.read_eof = True
+        self.queue.append(resp)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def kick(self) -> None:
+        """Something this connection waits for (a fetch, a response) has progressed."""
+        if not self.closed:
+            self.flush()
+
+    def flush(self) -> None:
+        sock_send = self.sock.send
+        queue = self.queue
+        while queue:
+            resp = queue[0]
+            parts = resp.parts
+            while parts:
+                part = parts[0]
+                kind = type(part)
+                try:
+                    if kind is bytes or kind is memoryview:
+                        n = sock_send(part)
+                        resp.sent += n
+                        if n < len(part):
+                            parts[0] = memoryview(part)[n:]
+                            self._want_write()
+                            return
+                        parts.popleft()
+                        continue
+                    if kind is FileSpan:
+                        fd = part.handle.fd
+                        limit = part.end
+                    else:
+                        assert kind is GrowingSpan
+                        src = part.source
+                        limit = min(part.end, src.written)
+                        if part.offset >= limit:
+                            if src.failed is not None:
+                                # The upstream died mid-body: the client must see a short body, never
+                                # bytes we cannot vouch for; closing is the only honest signal.
+                                self.abort()
+                                return
+                            src.subscribe(self)
+                            self._stop_write()
+                            return
+                        fd = part.handle.fd
+                    n = os.sendfile(self.fd, fd, part.offset, min(limit - part.offset, _SENDFILE_CHUNK))
+                    if n == 0:
+                        self.abort()  # the file is shorter than its index says: never pad or guess
+                        return
+                    part.offset += n
+                    resp.sent += n
+                    if part.offset >= part.end:
+                        part.release()
+                        parts.popleft()
+                except (BlockingIOError, InterruptedError):
+                    self._want_write()
+                    return
+                except _FATAL:
+                    self.abort()
+                    return
+                except OSError as exc:
+                    if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                        self._want_write()
+                        return
+                    self.abort()
+                    return
+            if not resp.complete:
+                self._stop_write()
+                return  # its handler is still working (a miss); it will kick us
+            queue.popleft()
+            self.worker.finished(self, resp)
+            if resp.close:
+                self.close()
+                return
+        self._stop_write()
+        self.last_active = self.worker.now
+        if self.read_eof:
+            if not self.queue:
+                self.close()
+        elif not self._reading:
+            self._resume_reading()
+
+    def _want_write(self) -> None:
+        if not self._writing:
+            self._writing = True
+            self.write_stalled_since = self.worker.now
+            self.worker.loop.add_writer(self.fd, self._on_writable)
+
+    def _stop_write(self) -> None:
+        if self._writing:
+            self._writing = False
+            self.worker.loop.remove_writer(self.fd)
+
+    def _on_writable(self) -> None:
+        self.write_stalled_since = self.worker.now
+        self.flush()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        return not self.queue and not self._in_request
+
+    def check_timeouts(self, now: float) -> None:
+        """Called about once a second by the worker: slow or idle clients are let go."""
+        limits = self.worker.limits
+        slow_request = self._in_request and now - self.request_began > limits.header_timeout
+        slow_reader = self._writing and now - self.write_stalled_since > limits.send_timeout
+        if slow_request or slow_reader:
+            self.worker.stats.timeouts += 1
+            self.abort()
+        elif self.idle and (self.worker.draining or now - self.last_active > limits.keepalive_timeout):
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        loop = self.worker.loop
+        if self._reading:
+            loop.remove_reader(self.fd)
+        if self._writing:
+            loop.remove_writer(self.fd)
+        self._reading = self._writing = False
+        for resp in self.queue:
+            resp.release()
+        self.queue.clear()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.worker.forget(self)
+
+    def abort(self) -> None:
+        """Close without lingering (a reset peer, a dead upstream mid-body, a timeout)."""
+        if not self.closed:
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            except OSError:
+                pass
+        self.close()
+
+
+def monotonic() -> float:
+    return time.monotonic()

@@ -1,0 +1,366 @@
+"""From a parsed request to a queued response: validation, signatures, hits, misses, ranges.
+
+Order matters for safety: the method and request-target are checked first, then the URL signature,
+and only then is storage consulted, so a forged or hostile request never touches the disks.
+"""
+
+from __future__ import annotations
+
+import time
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
+
+from cdnlab import signing
+from cdnlab.edge import ranges
+from cdnlab.edge.conditional import evaluate_preconditions, if_range_allows
+from cdnlab.edge.meta import ObjectMeta
+from cdnlab.edge.output import FileHandle, FileSpan, GrowingSpan, Response
+from cdnlab.edge.target import BadTarget, normalize_target
+
+if TYPE_CHECKING:
+    from cdnlab.edge.conn import Conn
+    from cdnlab.edge.fetch import Fetch
+    from cdnlab.edge.worker import Worker
+
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_WANTED = frozenset(
+    {
+        b"range",
+        b"if-range",
+        b"if-match",
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-unmodified-since",
+    }
+)
+_ALLOW = b"Allow: GET, HEAD\r\n"
+
+
+def status_line(status: int) -> bytes:
+    return f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n".encode()
+
+
+_STATUS_LINES = {s: status_line(s) for s in (200, 206, 304, 400, 403, 404, 405, 412, 416, 502, 503, 504)}
+
+
+class Handler:
+    def __init__(self, worker: Worker) -> None:
+        self.w = worker
+        self.name = worker.config.cache_name
+        self.hit_status = f"Cache-Status: {self.name}; hit\r\n".encode()
+        self.keys = dict(worker.config.signing.keys)
+        self.require_signature = bool(self.keys) and worker.config.signing.required
+        self.max_ranges = worker.config.limits.max_ranges
+        # raw request-target -> (path, cache key): spares normalisation on repeated URLs.
+        self._targets: dict[bytes, tuple[str, str]] = {}
+
+    # entry points ----------------------------------------------------------------------------
+
+    def handle(
+        self,
+        conn: Conn,
+        method_b: bytes,
+        url: bytes,
+        raw_headers: list[tuple[bytes, bytes]],
+        version: str,
+        keep_alive: bool,
+    ) -> Response:
+        started = time.monotonic()
+        method = method_b.decode("latin-1")
+        if method != "GET" and method != "HEAD":
+            resp = self.error(
+                405, f"method {method} is not allowed", method, url.decode("latin-1", "replace"), extra=_ALLOW
+            )
+            resp.close = not keep_alive
+            return resp
+        hdrs: dict[bytes, str] = {}
+        for name, value in raw_headers:
+            lname = name.lower()
+            if lname in _WANTED:
+                hdrs[lname] = value.decode("latin-1")
+        cached = self._targets.get(url)
+        if cached is None:
+            try:
+                path, query = normalize_target(url)
+            except BadTarget as exc:
+                return self.error(
+                    exc.status, f"bad request-target: {exc.reason}", method, url.decode("latin-1", "replace")
+                )
+            if self.keys:
+                verdict = self._check_signature(url, query)
+                if verdict is not signing.Verdict.OK and (
+                    self.require_signature or verdict is not signing.Verdict.MISSING
+                ):
+                    self.w.stats.signature_refused += 1
+                    return self.error(403, f"signed URL refused: {verdict.value}", method, path)
+            key = self.w.cache_key(path, query)
+            if not self.keys and len(self._targets) < 65536:
+                self._targets[url] = (path, key)
+        else:
+            path, key = cached
+        resp = Response(method, path, started)
+        resp.range = hdrs.get(b"range", "")
+        close_hdr = b"" if keep_alive else b"Connection: close\r\n"
+        if not keep_alive:
+            resp.close = True
+        elif version == "1.0":
+            close_hdr = b"Connection: keep-alive\r\n"
+        obj = self.w.lookup(key)
+        if obj is not None:
+            meta, handle, body = obj
+            self.render(resp, meta, hdrs, self.hit_status, close_hdr, handle=handle, body=body)
+            resp.cache_status = "hit"
+            resp.tier = meta.tier
+            return resp
+        self._miss(conn, resp, key, path, hdrs, close_hdr, url)
+        return resp
+
+    def error(self, status: int, message: str, method: str, path: str, extra: bytes = b"") -> Response:
+        resp = Response(method, path, time.monotonic())
+        body = f"{status} {_REASONS.get(status, '')}: {message}\n".encode()
+        head = b"".join(
+            (
+                _STATUS_LINES.get(status) or status_line(status),
+                b"Server: cdnlab\r\nDate: ",
+                self.w.date.get(),
+                b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ",
+                str(len(body)).encode(),
+                b"\r\nCache-Control: no-store\r\n",
+                f"Cache-Status: {self.name}; detail={_detail(status)}\r\n".encode(),
+                extra,
+                b"Connection: close\r\n\r\n" if status in (400, 408, 414, 431) else b"\r\n",
+            )
+        )
+        resp.parts.append(head if method == "HEAD" else head + body)
+        resp.status = status
+        resp.cache_status = "error"
+        resp.complete = True
+        if status in (400, 408, 414, 431):
+            resp.close = True
+        return resp
+
+    # signatures ------------------------------------------------------------------------------
+
+    def _check_signature(self, url: bytes, query: str) -> signing.Verdict:
+        raw_path = url.split(b"?", 1)[0].decode("latin-1")
+        if raw_path.startswith(("http://", "https://")):
+            raw_path = "/" + raw_path.split("/", 3)[-1] if raw_path.count("/") >= 3 else "/"
+        params = dict(parse_qsl(query, keep_blank_values=True))
+        return signing.verify(raw_path, params, self.keys)
+
+    # rendering -------------------------------------------------------------------------------
+
+    def render(
+        self,
+        resp: Response,
+        meta: ObjectMeta,
+        hdrs: dict[bytes, str],
+        cache_status: bytes,
+        close_hdr: bytes,
+        *,
+        handle: FileHandle | None = None,
+        body: bytes | None = None,
+        source: Fetch | None = None,
+    ) -> None:
+        """Queue the answer for ``meta``: 304/412, 416, 206 (single or multipart) or 200."""
+        w = self.w
+        size = meta.size
+        common = b"".join(
+            (
+                b"Server: cdnlab\r\nDate: ",
+                w.date.get(),
+                b"\r\n",
+                meta.static_headers,
+                b"Age: %d\r\n" % max(0, int(time.time() - meta.stored_at))
+                if meta.tier != "upstream"
+                else b"",
+                cache_status,
+                close_hdr,
+            )
+        )
+        if hdrs:
+            pre = evaluate_preconditions(
+                resp.method,
+                hdrs.get(b"if-match"),
+                hdrs.get(b"if-none-match"),
+                hdrs.get(b"if-modified-since"),
+                hdrs.get(b"if-unmodified-since"),
+                meta.etag,
+                meta.last_modified,
+            )
+            if pre is not None:
+                resp.status = pre
+                if pre == 304:
+                    resp.parts.append(b"".join((_STATUS_LINES[304], common, b"\r\n")))
+                else:
+                    resp.parts.append(b"".join((_STATUS_LINES[412], common, b"Content-Length: 0\r\n\r\n")))
+                resp.complete = True
+                return
+            range_h = hdrs.get(b"range")
+            if range_h is not None and (
+                b"if-range" not in hdrs or if_range_allows(hdrs[b"if-range"], meta.etag, meta.last_modified)
+            ):
+                decision = ranges.parse_range(range_h, size, self.max_ranges)
+                if decision.status == "unsatisfiable":
+                    resp.status = 416
+                    msg = b"416 Range Not Satisfiable\n"
+                    resp.parts.append(
+                        b"".join(
+                            (
+                                _STATUS_LINES[416],
+                                common,
+                                b"Content-Range: bytes */%d\r\n" % size,
+                                b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(msg),
+                                b"" if resp.method == "HEAD" else msg,
+                            )
+                        )
+                    )
+                    resp.complete = True
+                    return
+                if decision.status == "partial":
+                    self._partial(resp, meta, decision.ranges, common, handle, body, source)
+                    return
+        resp.status = 200
+        head = b"".join((_STATUS_LINES[200], common, b"Content-Length: %d\r\n\r\n" % size))
+        self._body(resp, head, 0, size, handle, body, source)
+
+    def _partial(self, resp, meta, rngs, common, handle, body, source) -> None:  # type: ignore[no-untyped-def]
+        resp.status = 206
+        size = meta.size
+        if len(rngs) == 1:
+            r = rngs[0]
+            head = b"".join(
+                (
+                    _STATUS_LINES[206],
+                    common,
+                    f"Content-Range: {ranges.content_range(r, size)}\r\n".encode(),
+                    b"Content-Length: %d\r\n\r\n" % r.length,
+                )
+            )
+            self._body(resp, head, r.start, r.end + 1, handle, body, source)
+            return
+        boundary = ranges.new_boundary()
+        part_heads, closing, total = ranges.multipart_layout(rngs, size, meta.content_type, boundary)
+        common = common.replace(
+            f"Content-Type: {meta.content_type}\r\n".encode("latin-1", "replace"),
+            f"Content-Type: multipart/byteranges; boundary={boundary}\r\n".encode(),
+            1,
+        )
+        resp.parts.append(b"".join((_STATUS_LINES[206], common, b"Content-Length: %d\r\n\r\n" % total)))
+        if resp.method != "HEAD":
+            for phead, r in part_heads:
+                resp.parts.append(phead)
+                self._span(resp, r.start, r.end + 1, handle, body, source)
+            resp.parts.append(closing)
+        resp.body_bytes = total
+        resp.complete = True
+
+    def _body(self, resp, head, start, end, handle, body, source) -> None:  # type: ignore[no-untyped-def]
+        resp.body_bytes = end - start
+        if resp.method == "HEAD":
+            resp.parts.append(head)
+        elif body is not None:
+            resp.parts.append(head + body[start:end] if (start or end != len(body)) else head + body)
+        else:
+            resp.parts.append(head)
+            self._span(resp, start, end, handle, body, source)
+        resp.complete = True
+
+    @staticmethod
+    def _span(resp, start, end, handle, body, source) -> None:  # type: ignore[no-untyped-def]
+        if end <= start:
+            return
+        if body is not None:
+            resp.parts.append(body[start:end])
+        elif source is not None:
+            resp.parts.append(GrowingSpan(source, start, end))
+        else:
+            resp.parts.append(FileSpan(handle, start, end))
+
+    # misses ----------------------------------------------------------------------------------
+
+    def _miss(self, conn, resp, key, path, hdrs, close_hdr, url) -> None:  # type: ignore[no-untyped-def]
+        w = self.w
+        fetch = w.fetch(key, self._upstream_target(url, path))
+        # RFC 9211 "collapsed": this request rides on a fetch another request started.
+        collapsed = "; collapsed" if fetch.attached else ""
+        fetch.attached += 1
+
+        def ready(f: Fetch) -> None:
+            if conn.closed:
+                return
+            if f.outcome == "stream":
+                assert f.meta is not None
+                stored = "; stored" if f.stored else ""
+                prefix = f"{f.upstream_status}, " if f.upstream_status else ""
+                status = f"Cache-Status: {prefix}{self.name}; fwd=miss{stored}{collapsed}\r\n".encode()
+                resp.cache_status = "miss"
+                resp.tier = "upstream"
+                self.render(resp, f.meta, hdrs, status, close_hdr, source=f)
+            elif f.outcome == "stored":
+                obj = w.lookup(key)
+                if obj is None:  # purged or evicted in the blink between: go round again
+                    self._miss(conn, resp, key, path, hdrs, close_hdr, url)
+                    return
+                meta, handle, body = obj
+                self.render(resp, meta, hdrs, self.hit_status, close_hdr, handle=handle, body=body)
+                resp.cache_status = "hit"
+                resp.tier = meta.tier
+            elif f.outcome == "relay":
+                assert f.relay is not None
+                self._relay(resp, f, close_hdr)
+            else:
+                assert f.error is not None
+                err = self.error(f.error.status, f.error.message, resp.method, path)
+                resp.parts.extend(err.parts)
+                resp.status = err.status
+                resp.cache_status = "error"
+                resp.complete = True
+            conn.kick()
+
+        fetch.when_ready(ready)
+
+    def _relay(self, resp: Response, f: Fetch, close_hdr: bytes) -> None:
+        assert f.relay is not None
+        status, headers, body = f.relay
+        lines = "".join(f"{k}: {v}\r\n" for k, v in headers)
+        prefix = f"{f.upstream_status}, " if f.upstream_status else ""
+        head = b"".join(
+            (
+                _STATUS_LINES.get(status) or status_line(status),
+                b"Server: cdnlab\r\nDate: ",
+                self.w.date.get(),
+                b"\r\n",
+                lines.encode("latin-1", "replace"),
+                f"Cache-Status: {prefix}{self.name}; fwd=miss; fwd-status={status}\r\n".encode(),
+                close_hdr,
+                b"Content-Length: %d\r\n\r\n" % len(body),
+            )
+        )
+        resp.parts.append(head if resp.method == "HEAD" else head + body)
+        resp.status = status
+        resp.cache_status = "miss"
+        resp.tier = "upstream"
+        resp.body_bytes = len(body)
+        resp.complete = True
+
+    def _upstream_target(self, url: bytes, path: str) -> str:
+        """What we ask the upstream for: the normalised path and the query minus our signature."""
+        query = url.split(b"?", 1)[1].decode("latin-1") if b"?" in url else ""
+        query = signing.strip_signature(query) if query else ""
+        return f"{path}?{query}" if query else path
+
+
+def _detail(status: int) -> str:
+    return {
+        400: "bad-request",
+        403: "forbidden",
+        405: "method",
+        412: "precondition",
+        414: "uri-too-long",
+        431: "headers-too-large",
+        502: "upstream-error",
+        503: "unavailable",
+        504: "upstream-timeout",
+    }.get(status, "error")

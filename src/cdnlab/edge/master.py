@@ -1,0 +1,291 @@
+"""The appliance's master process: prepares the store, runs the workers, serves the admin API.
+
+Start-up order matters: the store is reconciled with the disks before any worker exists, so no
+worker ever sees an index row whose file is half-written. Workers are separate processes started
+fresh (not forked from a running event loop); one that dies is restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import resource
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+
+from cdnlab import __version__
+from cdnlab.edge.admin import build_app
+from cdnlab.edge.config import EdgeConfig
+from cdnlab.edge.shm import SharedState
+from cdnlab.edge.stats import merge
+from cdnlab.edge.store import Store
+from cdnlab.edge.worker import bind, run_dir
+
+log = logging.getLogger("cdnlab.edge.master")
+
+# A worker needs a descriptor per client connection, per open object file and per upstream socket.
+FDS_PER_WORKER_MIN = 1024
+
+
+class StartupError(Exception):
+    """A problem found before serving: one clear line, exit code 1."""
+
+
+def check_fd_limit(config: EdgeConfig) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(FDS_PER_WORKER_MIN, config.limits.open_files_cache * 2 + 1024)
+    if soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        soft = new
+    if soft < FDS_PER_WORKER_MIN:
+        raise StartupError(
+            f"open-file limit is {soft} (hard limit {hard}); cdnlab needs at least {FDS_PER_WORKER_MIN}: "
+            "raise LimitNOFILE in the service unit or `ulimit -n`"
+        )
+    return soft
+
+
+class Master:
+    def __init__(self, config: EdgeConfig) -> None:
+        self.config = config
+        self.state = "serving"
+        self.rundir = run_dir(config)
+        self.store: Store | None = None
+        self.shm: SharedState | None = None
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._retired: list[dict[str, Any]] = []
+        self._stopping = False
+        self._rate: tuple[float, int, int] | None = None
+        self._rates = (0.0, 0.0)
+
+    # start -----------------------------------------------------------------------------------
+
+    def prepare(self) -> dict[str, Any]:
+        cfg = self.config
+        check_fd_limit(cfg)
+        try:
+            self.rundir.mkdir(parents=True, exist_ok=True)
+            for stale in self.rundir.glob("stats-*.json"):
+                stale.unlink()
+        except OSError as exc:
+            raise StartupError(f"state_dir {cfg.state_dir}: {exc.strerror}") from None
+        for addr in (*cfg.listen, cfg.admin.listen):
+            try:
+                bind(addr).close()
+            except OSError as exc:
+                raise StartupError(f"cannot listen on {addr}: {exc.strerror}") from None
+        self.shm = SharedState(self.rundir / "shared", create=True)
+        self.store = Store(
+            list(cfg.tiers),
+            cfg.state_dir,
+            ram_object_max=cfg.limits.ram_object_max,
+            on_invalidate=self.shm.invalidate,
+        )
+        report = self.store.open(reconcile=True)
+        (self.rundir / "config.json").write_text(cfg.model_dump_json())
+        return asdict(report)
+
+    def _spawn(self, index: int) -> None:
+        cmd = [sys.executable, "-m", "cdnlab.edge.worker_entry", str(self.rundir / "config.json"), str(index)]
+        self.procs[index] = subprocess.Popen(cmd, close_fds=True)
+
+    def spawn_all(self) -> None:
+        for i in range(self.config.workers):
+            if i not in self.procs or self.procs[i].poll() is not None:
+                self._spawn(i)
+
+    def workers_alive(self) -> int:
+        return sum(1 for p in self.procs.values() if p.poll() is None)
+
+    # stats -----------------------------------------------------------------------------------
+
+    def _snapshots(self) -> list[dict[str, Any]]:
+        snaps = list(self._retired)
+        for i in self.procs:
+            path = self.rundir / f"stats-{i}.json"
+            try:
+                snaps.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+        return snaps
+
+    def totals(self) -> dict[str, Any]:
+        return merge(self._snapshots())
+
+    def _retire_stats(self, index: int) -> None:
+        """Keep a dead worker's counters so the fleet's counters never go backwards."""
+        path = self.rundir / f"stats-{index}.json"
+        try:
+            snap = json.loads(path.read_text())
+            path.unlink()
+        except (OSError, ValueError):
+            return
+        snap["connections"] = 0
+        self._retired.append(snap)
+
+    # admin operations ------------------------------------------------------------------------
+
+    def disks(self) -> list[dict[str, Any]]:
+        assert self.store is not None
+        return [
+            {
+                "id": d.id,
+                "path": d.path,
+                "kind": d.kind,
+                "capacity_bytes": d.capacity,
+                "used_bytes": d.used,
+                "objects": d.objects,
+                "failed": d.failed,
+                "reason": d.reason,
+            }
+            for d in self.store.usage()
+        ]
+
+    def health(self) -> dict[str, Any]:
+        totals = self.totals()
+        req_total = sum(totals["requests"].values())
+        bytes_total = sum(totals["bytes_by_tier"].values())
+        return {
+            "id": self.config.id,
+            "site": self.config.site,
+            "role": self.config.role,
+            "version": __version__,
+            "state": self.state,
+            "workers": self.workers_alive(),
+            "disks": self.disks(),
+            "load": {
+                "connections": totals["connections"],
+                "requests_total": req_total,
+                "bytes_total": bytes_total,
+                "requests_per_s": round(self._rates[0], 2),
+                "bytes_per_s": round(self._rates[1], 1),
+            },
+            "upstreams": [{"url": u} for u in self.config.upstreams],
+        }
+
+    def _update_rates(self) -> None:
+        totals = self.totals()
+        now = time.monotonic()
+        req = sum(totals["requests"].values())
+        byt = sum(totals["bytes_by_tier"].values())
+        if self._rate is not None:
+            t0, r0, b0 = self._rate
+            dt = max(now - t0, 1e-6)
+            self._rates = (max(0, req - r0) / dt, max(0, byt - b0) / dt)
+        self._rate = (now, req, byt)
+
+    def inventory(self) -> dict[str, Any]:
+        assert self.store is not None and self.shm is not None
+        objects = [
+            {"key": e.key, "size": e.size, "sha256": e.sha256, "tier": e.tier}
+            for e in self.store.iter_entries()
+        ]
+        return {"id": self.config.id, "generation": self.shm.seq, "objects": objects}
+
+    def purge(self, key: str | None, prefix: str | None) -> int:
+        assert self.store is not None and self.shm is not None
+        # The store tells every worker (on_invalidate) before it unlinks anything.
+        return self.store.purge(key) if key is not None else self.store.purge_prefix(prefix or "")
+
+    def drain(self) -> None:
+        if self.state != "serving":
+            return
+        self.state = "draining"
+        assert self.shm is not None
+        self.shm.draining = True
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGUSR1)
+
+    def undrain(self) -> None:
+        if self.state == "serving":
+            return
+        assert self.shm is not None
+        self.shm.draining = False
+        self.state = "serving"
+        self.spawn_all()
+
+    # supervision -----------------------------------------------------------------------------
+
+    async def supervise(self) -> None:
+        tick = 0
+        while not self._stopping:
+            await asyncio.sleep(0.25)
+            tick += 1
+            for i, p in list(self.procs.items()):
+                if p.poll() is None:
+                    continue
+                self._retire_stats(i)
+                if self.state == "serving" and not self._stopping:
+                    log.error("worker %d exited with %s; restarting it", i, p.returncode)
+                    await asyncio.sleep(0.2)
+                    self._spawn(i)
+                else:
+                    del self.procs[i]
+            if self.state == "draining" and self.workers_alive() == 0:
+                self.state = "drained"
+                log.warning("drained: no client connections left")
+            if tick % 4 == 0:
+                self._update_rates()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.config.limits.drain_timeout + 5
+        while any(p.poll() is None for p in self.procs.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+
+
+def serve(config: EdgeConfig) -> int:
+    """Run an appliance until SIGTERM/SIGINT. Returns the process exit code."""
+    import uvloop
+
+    master = Master(config)
+    try:
+        report = master.prepare()
+    except StartupError as exc:
+        print(f"cdnlab edge: {exc}", file=sys.stderr)
+        return 1
+    log.info("store reconciled: %s", report)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        master.spawn_all()
+        runner = web.AppRunner(build_app(master), access_log=None)
+        await runner.setup()
+        host, _, port = config.admin.listen.rpartition(":")
+        site = web.TCPSite(runner, host.strip("[]"), int(port), reuse_address=True)
+        await site.start()
+        print(
+            f"cdnlab edge {config.id} ({config.role}) serving {', '.join(config.listen)} "
+            f"with {config.workers} worker(s); admin on {config.admin.listen}",
+            file=sys.stderr,
+            flush=True,
+        )
+        sup = loop.create_task(master.supervise())
+        await stop.wait()
+        sup.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sup
+        await master.stop()
+        await runner.cleanup()
+
+    uvloop.run(main())
+    return 0

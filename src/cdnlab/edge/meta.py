@@ -1,0 +1,61 @@
+"""What the server needs to answer for one object, whether stored or still arriving."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cdnlab.edge.httpdate import format_http_date
+
+# Upstream response headers worth keeping with the object and sending on hits. Everything else is
+# either recomputed per response (Date, Age, Content-Length, Cache-Status), hop-by-hop, or would be
+# wrong to replay to other clients (Set-Cookie).
+STORED_HEADERS = (
+    "cache-control",
+    "expires",
+    "content-encoding",
+    "content-language",
+    "content-disposition",
+    "vary",
+    "access-control-allow-origin",
+    "timing-allow-origin",
+    "x-content-type-options",
+)
+
+
+@dataclass(slots=True)
+class ObjectMeta:
+    size: int
+    etag: str
+    last_modified: float
+    content_type: str
+    stored_at: float
+    tier: str = "upstream"
+    headers: dict[str, str] = field(default_factory=dict)
+    sha256: str = ""
+    _static: bytes = b""
+
+    @property
+    def static_headers(self) -> bytes:
+        """Header lines that do not change between responses, built once per object."""
+        if not self._static:
+            lines = [
+                f"Content-Type: {self.content_type}\r\n",
+                f"ETag: {self.etag}\r\n",
+                f"Last-Modified: {format_http_date(self.last_modified)}\r\n",
+                "Accept-Ranges: bytes\r\n",
+            ]
+            for name in STORED_HEADERS:
+                value = self.headers.get(name)
+                if value is not None:
+                    lines.append(f"{_canonical(name)}: {value}\r\n")
+            self._static = "".join(lines).encode("latin-1", "replace")
+        return self._static
+
+
+def _canonical(name: str) -> str:
+    return "-".join(p.capitalize() for p in name.split("-"))
+
+
+def default_etag(size: int, last_modified: float) -> str:
+    """nginx-style strong validator for upstreams that send none: known before the body arrives."""
+    return f'"{int(last_modified):x}-{size:x}"'

@@ -1,0 +1,322 @@
+"""One worker process: accepts on its own SO_REUSEPORT socket and serves from the shared store.
+
+Workers share the store and its SQLite index with each other and the master, as nginx workers
+share a cache. Each keeps a small per-process view (open files, verified small bodies) that the
+shared invalidation ring keeps honest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from cdnlab.edge.accesslog import AccessLog
+from cdnlab.edge.config import EdgeConfig
+from cdnlab.edge.conn import Conn
+from cdnlab.edge.fetch import Fetch
+from cdnlab.edge.fetchlock import FetchLocks
+from cdnlab.edge.handler import Handler
+from cdnlab.edge.httpdate import DateCache
+from cdnlab.edge.meta import ObjectMeta
+from cdnlab.edge.output import FileHandle, Response
+from cdnlab.edge.shm import SharedState, key_hash
+from cdnlab.edge.stats import WorkerStats
+from cdnlab.edge.store import Store
+from cdnlab.policy import cache_key_query
+
+log = logging.getLogger("cdnlab.edge.worker")
+
+HotObject = tuple[ObjectMeta, FileHandle | None, bytes | None]
+
+
+def run_dir(config: EdgeConfig) -> Path:
+    return config.state_dir / "run"
+
+
+def bind(addr: str) -> socket.socket:
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, int(port)))
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+def entry_meta(entry: Any) -> ObjectMeta:
+    return ObjectMeta(
+        size=entry.size,
+        etag=entry.etag,
+        last_modified=entry.last_modified,
+        content_type=entry.content_type or "application/octet-stream",
+        stored_at=entry.stored_at,
+        tier=entry.tier,
+        headers=entry.headers,
+        sha256=entry.sha256,
+    )
+
+
+class Worker:
+    def __init__(self, config: EdgeConfig, index: int) -> None:
+        self.config = config
+        self.index = index
+        self.limits = config.limits
+        self.loop = asyncio.get_running_loop()
+        self.now = time.monotonic()
+        self.draining = False
+        self.conns: set[Conn] = set()
+        self.fetches: dict[str, Fetch] = {}
+        self.date = DateCache()
+        self.stats = WorkerStats()
+        rd = run_dir(config)
+        self.stats_path = rd / f"stats-{index}.json"
+        self.shm = SharedState(rd / "shared", create=False)
+        self.store = Store(
+            list(config.tiers),
+            config.state_dir,
+            ram_object_max=config.limits.ram_object_max,
+            on_invalidate=self.shm.invalidate,
+        )
+        self.store.open(reconcile=False)
+        self.locks = FetchLocks(rd / "fetch.lock")
+        from cdnlab.edge.upstream import UpstreamPool
+
+        lim = config.limits
+        self.upstreams = UpstreamPool(
+            config.upstreams,
+            lim.upstream_connect_timeout,
+            lim.upstream_read_timeout,
+            lim.upstream_probe_interval,
+        )
+        self.access = AccessLog(config.log.access_log) if config.log.access_log else None
+        self.handler = Handler(self)
+        self._hot: dict[str, HotObject] = {}
+        self._hot_bytes = 0
+        self._seen_seq = self.shm.seq
+        self._hits: defaultdict[str, int] = defaultdict(int)
+        self._listeners: list[socket.socket] = []
+        self._drain_started = asyncio.Event()
+        self._stopped = asyncio.Event()
+
+    # cache view ------------------------------------------------------------------------------
+
+    def cache_key(self, path: str, query: str) -> str:
+        """The path plus only the query parameters the policy catalog keys on (never signatures)."""
+        if not query:
+            return path
+        keyed = cache_key_query(query)
+        return f"{path}?{keyed}" if keyed else path
+
+    def lookup(self, key: str) -> HotObject | None:
+        seq = self.shm.seq
+        if seq != self._seen_seq:
+            self._invalidate(seq)
+        obj = self._hot.get(key)
+        if obj is None:
+            obj = self._load(key)
+            if obj is None:
+                return None
+        self._hits[key] += 1
+        return obj
+
+    def _load(self, key: str) -> HotObject | None:
+        try:
+            entry = self.store.lookup(key)
+        except Exception:
+            log.exception("index lookup failed for %s", key)
+            return None
+        if entry is None:
+            return None
+        meta = entry_meta(entry)
+        body: bytes | None = None
+        handle: FileHandle | None = None
+        try:
+            if (
+                entry.size <= self.limits.ram_object_max
+                and self._hot_bytes + entry.size <= self.limits.hot_cache_bytes
+            ):
+                with open(entry.path, "rb") as f:
+                    body = f.read(entry.size + 1)
+                if len(body) != entry.size or hashlib.sha256(body).hexdigest() != entry.sha256:
+                    log.error("integrity: %s on %s does not match its SHA-256; dropping it", key, entry.path)
+                    self._drop_corrupt(key)
+                    return None
+                meta.tier = "ram"
+            else:
+                handle = FileHandle(os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC))
+                if os.fstat(handle.fd).st_size != entry.size:
+                    handle.retire()
+                    log.error("integrity: %s has the wrong size on disk; dropping it", key)
+                    self._drop_corrupt(key)
+                    return None
+        except OSError as exc:
+            log.warning("cannot open %s for %s: %s", entry.path, key, exc)
+            return None
+        obj: HotObject = (meta, handle, body)
+        self._hot[key] = obj
+        if body is not None:
+            self._hot_bytes += len(body)
+        while len(self._hot) > self.limits.open_files_cache:
+            self._evict_hot(next(iter(self._hot)))
+        return obj
+
+    def _drop_corrupt(self, key: str) -> None:
+        try:
+            self.store.purge(key)  # tells every worker through on_invalidate
+        except Exception:
+            log.exception("could not drop corrupt %s", key)
+
+    def _evict_hot(self, key: str) -> None:
+        _meta, handle, body = self._hot.pop(key)
+        if handle is not None:
+            handle.retire()
+        if body is not None:
+            self._hot_bytes -= len(body)
+
+    def _invalidate(self, seq: int) -> None:
+        self._seen_seq, hashes = self.shm.changes_since(self._seen_seq)
+        if hashes is None:
+            for key in list(self._hot):
+                self._evict_hot(key)
+        else:
+            for key in [k for k in self._hot if key_hash(k) in hashes]:
+                self._evict_hot(key)
+
+    def fetch(self, key: str, target: str) -> Fetch:
+        fetch = self.fetches.get(key)
+        if fetch is None:
+            fetch = Fetch(self, key, target)
+            self.fetches[key] = fetch
+            self.loop.create_task(fetch.run())
+        return fetch
+
+    # connections -----------------------------------------------------------------------------
+
+    def finished(self, conn: Conn, resp: Response) -> None:
+        seconds = time.monotonic() - resp.started
+        self.stats.request(resp.status, resp.cache_status, resp.tier, resp.sent, seconds)
+        if self.access is not None:
+            self.access.log(
+                conn.client,
+                resp.method,
+                resp.path,
+                resp.range,
+                resp.status,
+                resp.sent,
+                resp.cache_status,
+                resp.tier,
+                seconds,
+            )
+
+    def forget(self, conn: Conn) -> None:
+        self.conns.discard(conn)
+
+    def _accept(self, lsock: socket.socket) -> None:
+        for _ in range(64):
+            try:
+                sock, addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("accept: %s; pausing accepts for 100 ms", exc.strerror)
+                    self.loop.remove_reader(lsock.fileno())
+                    self.loop.call_later(0.1, self._resume_accept, lsock)
+                return
+            sock.setblocking(False)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.stats.accepted += 1
+            self.conns.add(Conn(self, sock, addr[0] if isinstance(addr, tuple) else str(addr)))
+
+    def _resume_accept(self, lsock: socket.socket) -> None:
+        if not self.draining and lsock.fileno() >= 0:
+            self.loop.add_reader(lsock.fileno(), self._accept, lsock)
+
+    # lifecycle -------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        self.now = time.monotonic()
+        for conn in list(self.conns):
+            conn.check_timeouts(self.now)
+        self.stats.connections = len(self.conns)
+        try:
+            self.stats.publish(self.stats_path)
+        except OSError as exc:
+            log.warning("cannot publish stats: %s", exc)
+        if self.access is not None:
+            self.access.flush()
+        if self._hits:
+            hits, self._hits = self._hits, defaultdict(int)
+            now = time.time()
+            self.loop.run_in_executor(None, self._record_hits, {k: (n, now) for k, n in hits.items()})
+        if not self._stopped.is_set():
+            self.loop.call_later(1.0, self._tick)
+
+    def _record_hits(self, batch: dict[str, tuple[int, float]]) -> None:
+        try:
+            self.store.add_hits(batch)
+        except Exception:
+            log.exception("could not record hit counts")
+
+    def drain(self) -> None:
+        """Stop accepting; let open connections finish; keep-alive ends after each response."""
+        if self.draining:
+            return
+        self.draining = True
+        self._drain_started.set()
+        for lsock in self._listeners:
+            self.loop.remove_reader(lsock.fileno())
+            lsock.close()
+        self._listeners.clear()
+        for conn in list(self.conns):
+            if conn.idle:
+                conn.close()
+
+    async def serve(self) -> None:
+        for addr in self.config.listen:
+            lsock = bind(addr)
+            self._listeners.append(lsock)
+            self.loop.add_reader(lsock.fileno(), self._accept, lsock)
+        self.loop.add_signal_handler(signal.SIGTERM, self.drain)
+        self.loop.add_signal_handler(signal.SIGUSR1, self.drain)
+        self.loop.add_signal_handler(signal.SIGINT, self.drain)
+        self._tick()
+        await self._drain_started.wait()
+        try:
+            await asyncio.wait_for(self._drain_wait(), self.limits.drain_timeout)
+        except TimeoutError:
+            log.warning("drain timeout: closing %d connections", len(self.conns))
+        self._stopped.set()
+        for conn in list(self.conns):
+            conn.abort()
+        await self.upstreams.close()
+        self.stats.publish(self.stats_path)
+        if self.access is not None:
+            self.access.close()
+
+    async def _drain_wait(self) -> None:
+        while self.conns or self.fetches:
+            await asyncio.sleep(0.05)
+
+
+def worker_main(config: EdgeConfig, index: int) -> None:
+    import uvloop
+
+    async def main() -> None:
+        worker = Worker(config, index)
+        await worker.serve()
+
+    uvloop.run(main())
