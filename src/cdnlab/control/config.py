@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from cdnlab.control.thresholds import Threshold, parse_threshold
+from cdnlab.control.thresholds import HEALTH_MEASUREMENTS, Threshold, parse_threshold
 
 
 class ConfigError(Exception):
@@ -101,9 +101,19 @@ class HealthConfig(_Strict):
     @field_validator("thresholds", mode="before")
     @classmethod
     def _thresholds(cls, v: object) -> object:
-        if isinstance(v, dict):
-            return {k: parse_threshold(x) if isinstance(x, str | int | float) else x for k, x in v.items()}
-        return v
+        if not isinstance(v, dict):
+            return v
+        out = {}
+        for k, x in v.items():
+            if k not in HEALTH_MEASUREMENTS:
+                raise ValueError(
+                    f"{k}: unknown measurement (known: {', '.join(sorted(HEALTH_MEASUREMENTS))})"
+                )
+            try:
+                out[k] = parse_threshold(x) if isinstance(x, str | int | float) else x
+            except ValueError as exc:
+                raise ValueError(f"{k}: {exc}") from None
+        return out
 
 
 class CloudWatchConfig(_Strict):
