@@ -195,9 +195,10 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class Index:
     """Thread-safe and multi-process-safe; see the module docstring."""
 
-    def __init__(self, path: Path | str, *, busy_timeout: float = 10.0) -> None:
+    def __init__(self, path: Path | str, *, busy_timeout: float = 10.0, mmap_size: int = 1 << 30) -> None:
         self.path = str(path)
         self._busy_ms = int(busy_timeout * 1000)
+        self._mmap_size = int(mmap_size)
         self._tls = threading.local()
         self._lock = threading.Lock()  # guards the write connection and the reader list
         self._writer: sqlite3.Connection | None = None
@@ -220,6 +221,11 @@ class Index:
             conn.close()
             raise IndexError_(f"{self.path}: cannot use WAL mode (got {mode})")
         conn.execute("PRAGMA synchronous = NORMAL")  # see the module docstring
+        # Memory-mapped reads: point lookups skip a pread per page (9 µs instead of 14 µs on a
+        # 200k-row index) and every process shares the OS page cache. The cost: an I/O error on
+        # the state disk becomes SIGBUS instead of an exception; that disk holding the index is
+        # fatal to the appliance either way.
+        conn.execute(f"PRAGMA mmap_size = {self._mmap_size}")
         return conn
 
     def _reader(self) -> sqlite3.Cursor:
