@@ -24,6 +24,7 @@ from infra import graph as graph_mod
 from infra import stack_config
 from infra.applier import ApplyError, Created, apply_graph
 from infra.inventory import InventoryError
+from infra.policy_pack.on_graph import check as policy_check
 from infra.settings import REPO_ROOT, SettingsError
 
 console = Console(stderr=True, soft_wrap=True)
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--graph", type=Path, help="also write the captured resource graph as JSON")
     parser.add_argument("--no-cli", action="store_true", help="never use a pulumi CLI, even if on PATH")
     parser.add_argument("--dry-run", action="store_true", help="capture and check the graph, create nothing")
+    parser.add_argument("--skip-policies", action="store_true", help="do not run the CrossGuard rules first")
     args = parser.parse_args(argv)
     out_path: Path = args.outputs or default_outputs_path(args.stack)
 
@@ -85,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
                 args.graph.write_text(graph.to_json())
             custom = [n for n in graph.topological() if not n.is_provider]
             console.print(f"captured {len(custom)} resources of {len({n.type for n in custom})} types")
+            if not args.skip_policies:
+                failed = {k: v for k, v in policy_check(graph).items() if v}
+                for rule, messages in failed.items():
+                    for message in messages:
+                        console.print(f"[red]policy {rule}:[/red] {message}")
+                if failed:
+                    return 1
+                console.print("CrossGuard rules: all pass")
             if args.dry_run:
                 from infra.applier import check_supported
 
