@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cdnlab.edge import index as index_mod
-from cdnlab.edge.index import DiskState, Index, IndexError_, PurgedError, Row, prefix_end
+from cdnlab.edge.index import DiskState, Index, IndexFileError, PurgedError, Row, prefix_end
 
 
 def row(key: str, disk: str = "d1", size: int = 100, access: float = 1.0, **kw: object) -> Row:
@@ -49,7 +49,7 @@ def test_schema_is_versioned_and_in_wal_mode(tmp_path: Path) -> None:
     conn.execute(f"PRAGMA user_version = {index_mod.SCHEMA_VERSION + 1}")
     conn.commit()
     conn.close()
-    with pytest.raises(IndexError_, match="newer"):
+    with pytest.raises(IndexFileError, match="newer"):
         Index(path)
 
 
