@@ -22,6 +22,7 @@ def _play(args: argparse.Namespace) -> int:
     opts = Options(
         probe_timeout=args.probe_timeout,
         fast_ms=args.fast_ms,
+        tie_ms=args.tie_ms,
         speed=args.speed,
         max_segments=args.segments,
         profile=args.profile,
@@ -106,6 +107,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probe-timeout", type=float, default=2.0, help="HEAD probe timeout, s (default 2)")
     parser.add_argument(
         "--fast-ms", type=float, default=50.0, help="take the fastest appliance under this (50)"
+    )
+    parser.add_argument(
+        "--tie-ms", type=float, default=10.0, help="probe answers this close tie; rank decides"
     )
     parser.add_argument("--segment-timeout", type=float, default=10.0, help="per-segment timeout, s (10)")
     parser.add_argument("--source-address", help="bind to this local address (a lab client's identity)")

@@ -3,6 +3,7 @@
 * Endpoint selection follows seed 003 ``OCASelector``/``CDNSelector``: HEAD every candidate of a
   tier in parallel (2 s timeout); take the fastest appliance if it answered under 50 ms, else try
   the next tier (CloudFront); if that fails too, the fastest appliance that answered at all.
+  Answers within ``tie_ms`` (10 ms) of the fastest count as a tie, broken by steering's order.
 * Sticky: the chosen endpoint stays until a request to it fails. A failed URL is skipped for
   5 minutes (``markCDNFailed``); the segment is retried elsewhere, playback goes on from the
   buffer. With every endpoint failed the manifest is fetched again (steering has moved on).
@@ -55,6 +56,7 @@ class QoE:
 class Options:
     probe_timeout: float = 2.0
     fast_ms: float = 50.0
+    tie_ms: float = 10.0
     buffer_low: int = 3
     buffer_high: int = 5
     fail_ttl: float = 300.0
@@ -172,7 +174,12 @@ class Player:
             ok = [(ms, e) for ms, _, e in ranked if ms != float("inf")]
             answered += ok
             if ok and ok[0][0] < self.opts.fast_ms:
-                return ok[0][1]
+                # Answers within tie_ms of the fastest are equally fast (measurement noise, a
+                # cold cache's first HEAD): then steering's order, which knows load and which
+                # appliance the title hashes to, decides.
+                order = {e.url: i for i, e in enumerate(tier)}
+                close = [e for ms, e in ok if ms < self.opts.fast_ms and ms - ok[0][0] <= self.opts.tie_ms]
+                return min(close, key=lambda e: order[e.url])
         if answered:
             return min(answered, key=lambda x: x[0])[1]
         raise PlaybackError("no endpoint answered")
