@@ -591,3 +591,22 @@ def test_stores_in_one_process_share_the_index(tmp_path: Path, opened: Opened) -
     assert e is not None and b.verify(e)
     assert b.purge("/k") == 1
     assert a.lookup("/k") is None
+
+
+def test_placement_functions() -> None:
+    from cdnlab.edge.placement import choose, key_digest, rank, tier_order
+
+    kinds = ["ram", "flash", "hdd"]
+    assert tier_order(10, 100, kinds) == ["ram", "flash", "hdd"]
+    assert tier_order(101, 100, kinds) == ["flash", "hdd"]
+    assert tier_order(None, 100, kinds) == ["flash", "hdd"]
+    assert tier_order(10, 100, ["hdd"]) == ["hdd"]
+    assert tier_order(10**9, 100, ["ram"]) == ["ram"]
+    digest = key_digest("/k")
+    disks = ["a", "b", "c", "d"]
+    best = rank(digest, disks)
+    assert rank(digest, list(reversed(disks))) == best  # order of the config does not matter
+    assert rank(digest, [d for d in disks if d != best[1]]) == [d for d in best if d != best[1]]
+    full = [(d, 100, 100 if d == best[0] else 0) for d in disks]
+    assert choose(digest, 10, full)[-1] == best[0]  # the full disk comes last (it would evict)
+    assert choose(digest, 200, full) == []  # too large for every disk
