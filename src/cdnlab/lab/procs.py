@@ -30,6 +30,7 @@ http {{
     sendfile on; tcp_nopush on; tcp_nodelay on;
     keepalive_requests 1000000;
     open_file_cache max=10000 inactive=60s;
+    {http_extra}
     server {{
         listen 127.0.0.1:{port} reuseport backlog=4096;
         root {root};
@@ -94,14 +95,16 @@ class Service:
 
 @contextmanager
 def nginx(
-    base: Path, root: Path, workers: int = 1, access_log: bool = True, extra: str = ""
+    base: Path, root: Path, workers: int = 1, access_log: bool = True, extra: str = "", http_extra: str = ""
 ) -> Iterator[Service]:
     base.mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = base / "nginx.conf"
     access = f"{base / 'access.log'} combined" if access_log else "off"
     conf.write_text(
-        NGINX_CONF.format(dir=base, workers=workers, port=port, root=root, extra=extra, access=access)
+        NGINX_CONF.format(
+            dir=base, workers=workers, port=port, root=root, extra=extra, access=access, http_extra=http_extra
+        )
     )
     proc = subprocess.Popen([nginx_binary(), "-c", str(conf), "-p", str(base)], stderr=subprocess.DEVNULL)
     try:
