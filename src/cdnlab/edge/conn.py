@@ -96,13 +96,16 @@ class Conn:
         except OSError:
             self.abort()
             return
-        self.last_active = self.worker.now
+        self.last_active = now = self.worker.now
         if not data:
             self.read_eof = True
             self._pause_reading()
             if not self.queue:
                 self.abort()
             return
+        if not self._in_request:  # the header timeout runs from a request's first byte
+            self._in_request = True
+            self.request_began = now
         try:
             self.parser.feed_data(data)
         except _Reject as rej:
@@ -130,20 +133,16 @@ class Conn:
         """Answer a request we could not parse, then close: the stream can no longer be trusted."""
         self._pause_reading()
         self.read_eof = True
-        method = self.parser.get_method().decode("latin-1", "replace") if self._in_request else "-"
+        try:
+            method = self.parser.get_method().decode("latin-1", "replace")
+        except httptools.HttpParserError:
+            method = "-"
         resp = self.worker.handler.error(status, reason, method, self._url.decode("latin-1", "replace"))
         resp.close = True
         self.queue.append(resp)
         self.worker.stats.rejected(status)
 
     # httptools callbacks ----------------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        self._in_request = True
-        self.request_began = self.worker.now
-        self._url = b""
-        self._headers = []
-        self._hbytes = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -165,6 +164,9 @@ class Conn:
         resp = self.worker.handler.handle(
             self, parser.get_method(), self._url, self._headers, parser.get_http_version(), keep_alive
         )
+        self._url = b""
+        self._headers = []
+        self._hbytes = 0
         if not keep_alive:
             resp.close = True
             self._pause_reading()

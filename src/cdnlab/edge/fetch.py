@@ -226,7 +226,10 @@ class Fetch:
             if size is not None:
                 self._set_ready("stream")  # clients start now, reading as bytes land
             async for chunk in resp.content.iter_chunked(_CHUNK):
-                writer.write(chunk)
+                try:
+                    writer.write(chunk)
+                except StoreError as exc:  # longer than promised, or the disk gave up
+                    raise aiohttp.ClientPayloadError(str(exc)) from None
                 self.written += len(chunk)
                 if size is not None and self.written > size:
                     raise aiohttp.ClientPayloadError("upstream sent more than its Content-Length")

@@ -41,6 +41,7 @@ def status_line(status: int) -> bytes:
     return f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n".encode()
 
 
+_HEAD_200 = b"HTTP/1.1 200 OK\r\nServer: cdnlab\r\nDate: "
 _STATUS_LINES = {s: status_line(s) for s in (200, 206, 304, 400, 403, 404, 405, 412, 416, 502, 503, 504)}
 
 
@@ -67,8 +68,12 @@ class Handler:
         keep_alive: bool,
     ) -> Response:
         started = time.monotonic()
-        method = method_b.decode("latin-1")
-        if method != "GET" and method != "HEAD":
+        if method_b == b"GET":
+            method = "GET"
+        elif method_b == b"HEAD":
+            method = "HEAD"
+        else:
+            method = method_b.decode("latin-1")
             resp = self.error(
                 405, f"method {method} is not allowed", method, url.decode("latin-1", "replace"), extra=_ALLOW
             )
@@ -109,9 +114,28 @@ class Handler:
         obj = self.w.lookup(key)
         if obj is not None:
             meta, handle, body = obj
-            self.render(resp, meta, hdrs, self.hit_status, close_hdr, handle=handle, body=body)
             resp.cache_status = "hit"
             resp.tier = meta.tier
+            if not hdrs and body is not None:
+                # The common case, kept short: a whole small object from RAM, no conditions.
+                resp.status = 200
+                resp.body_bytes = meta.size
+                resp.parts.append(
+                    b"".join(
+                        (
+                            _HEAD_200,
+                            self.w.date.get(),
+                            meta.head_200,
+                            meta.age_line(),
+                            self.hit_status,
+                            close_hdr,
+                            b"\r\n" if method == "HEAD" else b"\r\n" + body,
+                        )
+                    )
+                )
+                resp.complete = True
+                return resp
+            self.render(resp, meta, hdrs, self.hit_status, close_hdr, handle=handle, body=body)
             return resp
         self._miss(conn, resp, key, path, hdrs, close_hdr, url)
         return resp

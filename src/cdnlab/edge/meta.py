@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from cdnlab.edge.httpdate import format_http_date
@@ -33,6 +34,9 @@ class ObjectMeta:
     headers: dict[str, str] = field(default_factory=dict)
     sha256: str = ""
     _static: bytes = b""
+    _head_200: bytes = b""
+    _age_at: int = -1
+    _age: bytes = b""
 
     @property
     def static_headers(self) -> bytes:
@@ -50,6 +54,23 @@ class ObjectMeta:
                     lines.append(f"{_canonical(name)}: {value}\r\n")
             self._static = "".join(lines).encode("latin-1", "replace")
         return self._static
+
+    @property
+    def head_200(self) -> bytes:
+        """Everything after Date for a whole-object 200, minus Age, Cache-Status and the blank line."""
+        if not self._head_200:
+            self._head_200 = b"\r\n" + self.static_headers + b"Content-Length: %d\r\n" % self.size
+        return self._head_200
+
+    def age_line(self) -> bytes:
+        """RFC 9111 §5.1 Age for stored objects (recomputed once a second); none for pass-through."""
+        if self.tier == "upstream":
+            return b""
+        now = int(time.time())
+        if now != self._age_at:
+            self._age_at = now
+            self._age = b"Age: %d\r\n" % max(0, now - int(self.stored_at))
+        return self._age
 
 
 def _canonical(name: str) -> str:
