@@ -221,7 +221,7 @@ class Handler:
                     resp.parts.append(b"".join((_STATUS_LINES[412], common, b"Content-Length: 0\r\n\r\n")))
                 resp.complete = True
                 return
-            range_h = hdrs.get(b"range")
+            range_h = hdrs.get(b"range") if resp.method == "GET" else None  # RFC 9110 §14.2
             if range_h is not None and (
                 b"if-range" not in hdrs or if_range_allows(hdrs[b"if-range"], meta.etag, meta.last_modified)
             ):
