@@ -16,7 +16,11 @@ if str(ROOT) not in sys.path:
 # pulumi_aws warns at import about its deprecated V2 classes (the program uses none of them).
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    import pulumi_aws  # noqa: F401
+    import pulumi_aws
+
+    # Touching a class runs the lazy import of its module, and with it the warnings.
+    for _module, _cls in (("s3", "Bucket"), ("cloudfront", "Distribution"), ("route53", "Record")):
+        getattr(getattr(pulumi_aws, _module), _cls)
 
 from infra import graph as graph_mod  # noqa: E402
 from infra import stack_config  # noqa: E402
