@@ -204,7 +204,11 @@ class Fetch:
         headers = {k: resp.headers[k] for k in STORED_HEADERS if k in resp.headers}
         ctype = _safe_content_type(resp.headers.get("Content-Type"))
         try:
-            writer: Any = worker.store.begin(self.key, size, ctype)
+            # Creating a file can wait on the filesystem journal behind other objects' fsyncs:
+            # never on the event loop.
+            writer: Any = await asyncio.get_running_loop().run_in_executor(
+                worker.io, worker.store.begin, self.key, size, ctype
+            )
         except StoreError as exc:
             # No disk can take it (all failed, or too large): still serve it, through an unnamed
             # temp file that is never committed.
@@ -241,7 +245,7 @@ class Fetch:
                 self.meta.etag = resp.headers.get("ETag") or default_etag(self.written, lm)
             if store_it:
                 loop = asyncio.get_running_loop()
-                entry = await loop.run_in_executor(None, _commit, writer, self.meta.etag, lm, headers)
+                entry = await loop.run_in_executor(worker.io, _commit, writer, self.meta.etag, lm, headers)
                 if entry is not None:
                     self.meta.sha256 = entry.sha256
                 else:

@@ -16,6 +16,7 @@ import signal
 import socket
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,8 @@ class Worker:
         self.conns: set[Conn] = set()
         self.fetches: dict[str, Fetch] = {}
         self.date = DateCache()
+        # Blocking store work (create, fsync, rename, index writes) runs here, off the event loop.
+        self.io = ThreadPoolExecutor(max_workers=16, thread_name_prefix="store-io")
         self.stats = WorkerStats()
         rd = run_dir(config)
         self.stats_path = rd / f"stats-{index}.json"
@@ -261,7 +264,7 @@ class Worker:
         if self._hits:
             hits, self._hits = self._hits, defaultdict(int)
             now = time.time()
-            self.loop.run_in_executor(None, self._record_hits, {k: (n, now) for k, n in hits.items()})
+            self.loop.run_in_executor(self.io, self._record_hits, {k: (n, now) for k, n in hits.items()})
         if not self._stopped.is_set():
             self.loop.call_later(1.0, self._tick)
 
