@@ -47,6 +47,17 @@ def wait_http(url: str, timeout: float = 20.0, ok=(200, 503)) -> None:
     raise TimeoutError(f"{url} did not answer: {last}")
 
 
+def wait_tcp(host: str, port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{host}:{port} does not accept connections")
+
+
 def get_json(url: str, source: str | None = None, timeout: float = 5.0) -> dict:
     import http.client
     from urllib.parse import urlsplit
@@ -164,6 +175,7 @@ class Lab:
         self.procs.append(p)
         e = Edge(edge_id, site, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}", p)
         wait_http(f"{e.admin_url}/healthz")
+        wait_tcp("127.0.0.1", port)  # the workers' client listener comes up after the admin API
         self.edges[edge_id] = e
         return e
 

@@ -37,6 +37,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             lab.add_edge(eid, site)
             lab.register(lab.edges[eid], capacity_bps=10_000_000_000)
         lab.wait_available(3)
+        # Warm the first segment everywhere, so the player's HEAD probes measure the path and
+        # not one appliance's first fill from the origin (ties then go by steering's rank).
+        m = lab.steer(SITE_A_CLIENT)
+        for i in range(len(m["endpoints"]) - 1):
+            for t in range(len(m["video_tracks"])):
+                assert _fetch(_first_segment_url(m, endpoint=i, track=t))[0] == 200
+        mb = lab.steer(SITE_B_CLIENT)
+        for t in range(len(mb["video_tracks"])):
+            assert _fetch(_first_segment_url(mb, endpoint=0, track=t))[0] == 200
         yield lab
     finally:
         lab.close()
@@ -193,3 +202,34 @@ def urlsplit_get(url: str) -> str:
 
     with urllib.request.urlopen(url, timeout=5) as r:
         return r.read().decode()
+
+
+def test_analytics_from_real_edges(lab: Lab) -> None:
+    """After the plays above, the fleet figures come from the edges' own /metrics."""
+
+    def ready() -> bool:
+        a = json.loads(urlsplit_get(f"{lab.control_url}/v1/analytics"))
+        return bool(a["global"] and a["global"]["requests"] > 0 and a["sites"].get("site-b"))
+
+    # A forged URL at edge-b1 (still running): the 4xx shows up in the site's figures.
+    m = lab.steer(SITE_B_CLIENT)
+    url = _first_segment_url(m)
+    assert _fetch(url.replace("sig=", "sig=0"))[0] == 403
+    _wait_until(ready, timeout=5)
+    _wait_until(
+        lambda: (
+            (
+                json.loads(urlsplit_get(f"{lab.control_url}/v1/analytics"))["sites"]["site-b"][
+                    "error_rate_4xx"
+                ]
+                or 0
+            )
+            > 0
+        ),
+        timeout=5,
+    )
+    a = json.loads(urlsplit_get(f"{lab.control_url}/v1/analytics"))
+    g = a["global"]
+    assert 0 <= g["hit_ratio"] <= 1 and g["bytes"] > 0 and g["p95_response_time_ms"] is not None
+    metrics = urlsplit_get(f"{lab.control_url}/metrics")
+    assert 'cdnlab_control_site_hit_ratio{site="site-b"}' in metrics
