@@ -1,0 +1,190 @@
+"""HTTP/1.1 basics (issue 2, daemon point 2): keep-alive, pipelining, GET/HEAD, 405, headers."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from helpers import Edge, Nginx, RawConn, build_request, exchange, parse_all, sha256
+
+from .edgecheck import (
+    ALL_METHODS,
+    assert_common,
+    assert_hit,
+    assert_miss_stored,
+    assert_object_headers,
+    ours,
+)
+
+MTIME = 1_700_000_000.0
+
+
+def test_get_cold_object_has_exact_headers_and_body(main_edge: Edge, origin: Nginx) -> None:
+    data = origin.put("/http/clip.mp4", 150_000)
+    with RawConn(main_edge.port) as c:
+        r = c.get("/http/clip.mp4")
+    assert r.status == 200
+    assert sha256(r.body) == sha256(data)
+    assert_common(r)
+    assert_miss_stored(r.headers)
+    assert_object_headers(r, etag=origin.etag("/http/clip.mp4"), mtime=MTIME, ctype="video/mp4")
+    assert r.count("content-type") == 1 and r.count("etag") == 1
+
+
+def test_hit_has_same_representation_headers(main_edge: Edge, origin: Nginx) -> None:
+    data = origin.put("/http/page.html", 3000)
+    with RawConn(main_edge.port) as c:
+        miss = c.get("/http/page.html")
+        main_edge.wait_stored("/http/page.html")
+        hit = c.get("/http/page.html")
+    assert miss.status == hit.status == 200
+    assert hit.body == data
+    assert_hit(hit.headers)
+    assert_common(hit)
+    assert_object_headers(hit, etag=origin.etag("/http/page.html"), mtime=MTIME, ctype="text/html")
+    for name in ("content-type", "etag", "last-modified", "accept-ranges", "content-length"):
+        assert miss.headers[name] == hit.headers[name], name
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "hot"])
+def test_head_has_get_headers_and_no_body(main_edge: Edge, origin: Nginx, warm: bool) -> None:
+    path = f"/http/head-{'hot' if warm else 'cold'}.bin"
+    data = origin.put(path, 70_000)
+    if warm:
+        with RawConn(main_edge.port) as c:
+            c.get(path)
+        main_edge.wait_stored(path)
+    # HEAD then GET pipelined on one connection: a body after the HEAD would corrupt the GET's parse.
+    raw, _ = exchange(
+        main_edge.port,
+        build_request("HEAD", path) + build_request("GET", path, {"Connection": "close"}),
+    )
+    head, get = parse_all(raw, ["HEAD", "GET"])
+    assert head.status == 200 and get.status == 200
+    assert head.body == b""
+    assert get.body == data
+    assert_common(head, "HEAD")
+    assert int(head.headers["content-length"]) == len(data)
+    for name in ("content-type", "etag", "last-modified", "accept-ranges", "content-length"):
+        assert head.headers.get(name) == get.headers.get(name), name
+    ours(head.headers)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_other_methods_get_405_with_allow(main_edge: Edge, origin: Nginx, method: str) -> None:
+    path = f"/http/method-{method.lower()}.bin"
+    data = origin.put(path, 1000)
+    body = b"hello"
+    req = f"{method} {path} HTTP/1.1\r\nHost: cdn.test\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    # The connection survives a 405: the next pipelined GET is answered.
+    raw, _ = exchange(main_edge.port, req + build_request("GET", path, {"Connection": "close"}))
+    r405, get = parse_all(raw, [method, "GET"])
+    assert r405.status == 405
+    allow = {m.strip() for m in r405.headers.get("allow", "").split(",")}
+    assert allow == {"GET", "HEAD"}, r405.headers.get("allow")
+    assert_common(r405, method)
+    assert get.status == 200 and get.body == data
+    # Only the GET went upstream.
+    assert [m for m, t in origin.requests() if t == path] == ["GET"]
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(main_edge: Edge, origin: Nginx) -> None:
+    objs = {f"/http/ka-{i}.bin": origin.put(f"/http/ka-{i}.bin", 5000 + i) for i in range(4)}
+    with RawConn(main_edge.port) as c:
+        for _ in range(2):
+            for path, data in objs.items():
+                r = c.get(path)
+                assert r.status == 200 and r.body == data
+                assert "close" not in r.headers.get("connection", "").lower()
+        # Still open, and still answering.
+        assert not c.closed_by_peer(0.3)
+        r = c.get("/http/ka-0.bin")
+        assert r.status == 200 and r.body == objs["/http/ka-0.bin"]
+
+
+def test_connection_close_is_honoured(main_edge: Edge, origin: Nginx) -> None:
+    data = origin.put("/http/close.bin", 2000)
+    with RawConn(main_edge.port) as c:
+        r = c.get("/http/close.bin", {"Connection": "close"})
+        assert r.status == 200 and r.body == data
+        assert r.headers.get("connection", "").lower() == "close"
+        assert c.closed_by_peer(3.0)
+
+
+def test_http_1_0_closes_unless_keep_alive(main_edge: Edge, origin: Nginx) -> None:
+    data = origin.put("/http/ten.bin", 2000)
+    raw, closed = exchange(main_edge.port, build_request("GET", "/http/ten.bin", version="HTTP/1.0"))
+    (r,) = parse_all(raw, ["GET"])
+    assert r.status == 200 and r.body == data and closed
+    with RawConn(main_edge.port) as c:
+        c.send(build_request("GET", "/http/ten.bin", {"Connection": "keep-alive"}, version="HTTP/1.0"))
+        r = c.reader.read_response()
+        assert r.status == 200 and r.body == data
+        assert r.headers.get("connection", "").lower() == "keep-alive"
+        assert not c.closed_by_peer(0.3)
+
+
+def test_pipelined_requests_are_answered_in_order(main_edge: Edge, origin: Nginx) -> None:
+    slow = origin.put("/slow/http-pipe-cold.bin", 300_000)  # ~0.6 s from the origin
+    hot = origin.put("/http/pipe-hot.bin", 20_000)
+    small = origin.put("/http/pipe-small.txt", b"tiny\n")
+    with RawConn(main_edge.port) as c:
+        c.get("/http/pipe-hot.bin")
+    main_edge.wait_stored("/http/pipe-hot.bin")
+    reqs = [
+        ("GET", "/slow/http-pipe-cold.bin", {}),
+        ("GET", "/http/pipe-hot.bin", {}),
+        ("HEAD", "/http/pipe-hot.bin", {}),
+        ("GET", "/http/pipe-hot.bin", {"Range": "bytes=10-19"}),
+        ("GET", "/http/pipe-missing.bin", {}),
+        ("GET", "/http/pipe-small.txt", {}),
+        ("GET", "/http/pipe-hot.bin", {"Connection": "close"}),
+    ]
+    payload = b"".join(build_request(m, p, h) for m, p, h in reqs)
+    with socket.create_connection(("127.0.0.1", main_edge.port), timeout=10) as s:
+        s.sendall(payload)  # all in one write
+        chunks = []
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    rs = parse_all(b"".join(chunks), [m for m, _, _ in reqs])
+    assert [r.status for r in rs] == [200, 200, 200, 206, 404, 200, 200]
+    assert rs[0].body == slow
+    assert rs[1].body == hot
+    assert rs[2].body == b"" and rs[2].headers["content-length"] == str(len(hot))
+    assert rs[3].body == hot[10:20] and rs[3].headers["content-range"] == f"bytes 10-19/{len(hot)}"
+    assert rs[5].body == small and rs[5].headers["content-type"] == "text/plain"
+    assert rs[6].body == hot
+    for r, (m, _, _) in zip(rs, reqs, strict=True):
+        assert_common(r, m)
+
+
+def test_every_kind_of_response_has_date_cache_status_and_length(main_edge: Edge, origin: Nginx) -> None:
+    data = origin.put("/http/kinds.bin", 4000)
+    etag = origin.etag("/http/kinds.bin")
+    reqs: list[tuple[str, str, dict[str, str], int]] = [
+        ("GET", "/http/kinds.bin", {}, 200),  # miss
+        ("GET", "/http/kinds.bin", {"Range": "bytes=0-9"}, 206),
+        ("GET", "/http/kinds.bin", {"If-None-Match": etag}, 304),
+        ("GET", "/http/kinds.bin", {"If-Match": '"nope"'}, 412),
+        ("GET", "/http/kinds.bin", {"Range": "bytes=9000-"}, 416),
+        ("GET", "/http/kinds-missing.bin", {}, 404),
+        ("DELETE", "/http/kinds.bin", {}, 405),
+        ("HEAD", "/http/kinds.bin", {}, 200),
+        ("GET", "/http/%00kinds.bin", {}, 400),
+    ]
+    for method, path, hdrs, want in reqs:
+        raw, _ = exchange(main_edge.port, build_request(method, path, {**hdrs, "Connection": "close"}))
+        (r,) = parse_all(raw, [method])
+        assert r.status == want, (method, path, hdrs, r.status, r.body[:200])
+        assert_common(r, method)
+        if want in (200, 206, 304):
+            assert r.headers.get("etag") == etag, (want, r.headers)
+        if want in (200, 206):
+            assert r.headers.get("accept-ranges") == "bytes"
+            assert "last-modified" in r.headers
+        if want == 200 and method == "GET":
+            assert r.body == data
