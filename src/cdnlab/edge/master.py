@@ -130,6 +130,7 @@ class Master:
         except (OSError, ValueError):
             return
         snap["connections"] = 0
+        snap["upstream_health"] = {}  # a dead worker has no say in health
         self._retired.append(snap)
 
     # admin operations ------------------------------------------------------------------------
@@ -169,7 +170,9 @@ class Master:
                 "requests_per_s": round(self._rates[0], 2),
                 "bytes_per_s": round(self._rates[1], 1),
             },
-            "upstreams": [{"url": u} for u in self.config.upstreams],
+            "upstreams": [
+                {"url": u, "healthy": totals["upstream_health"].get(u)} for u in self.config.upstreams
+            ],
         }
 
     def _update_rates(self) -> None:

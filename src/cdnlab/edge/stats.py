@@ -43,6 +43,7 @@ class WorkerStats:
         self.accepted = 0
         self.timeouts = 0
         self.signature_refused = 0
+        self.upstream_health: dict[str, bool] = {}
 
     def request(self, status: int, cache_status: str, tier: str, nbytes: int, seconds: float) -> None:
         self.requests[(status, cache_status)] += 1
@@ -67,6 +68,7 @@ class WorkerStats:
             "accepted": self.accepted,
             "timeouts": self.timeouts,
             "signature_refused": self.signature_refused,
+            "upstream_health": self.upstream_health,
         }
 
     def publish(self, path: Path) -> None:
@@ -87,8 +89,12 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         "accepted": 0,
         "timeouts": 0,
         "signature_refused": 0,
+        "upstream_health": {},
     }
     for snap in snapshots:
+        # An upstream is healthy only if no live worker has it marked down.
+        for url, ok in snap.get("upstream_health", {}).items():
+            out["upstream_health"][url] = out["upstream_health"].get(url, True) and ok
         for s, c, n in snap.get("requests", []):
             out["requests"][(int(s), c)] += n
         for t, n in snap.get("bytes_by_tier", {}).items():

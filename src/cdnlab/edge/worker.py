@@ -255,6 +255,7 @@ class Worker:
         for conn in list(self.conns):
             conn.check_timeouts(self.now)
         self.stats.connections = len(self.conns)
+        self.stats.upstream_health = {u.url: u.healthy for u in self.upstreams.upstreams}
         try:
             self.stats.publish(self.stats_path)
         except OSError as exc:
