@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 NGINX_CONF = """
+{user}
 daemon off;
 master_process on;
 worker_processes {workers};
@@ -30,6 +31,11 @@ http {{
     sendfile on; tcp_nopush on; tcp_nodelay on;
     keepalive_requests 1000000;
     open_file_cache max=10000 inactive=60s;
+    client_body_temp_path {dir}/client_temp;
+    proxy_temp_path {dir}/proxy_temp;
+    fastcgi_temp_path {dir}/fastcgi_temp;
+    uwsgi_temp_path {dir}/uwsgi_temp;
+    scgi_temp_path {dir}/scgi_temp;
     {http_extra}
     server {{
         listen 127.0.0.1:{port} reuseport backlog=4096;
@@ -103,7 +109,16 @@ def nginx(
     access = f"{base / 'access.log'} combined" if access_log else "off"
     conf.write_text(
         NGINX_CONF.format(
-            dir=base, workers=workers, port=port, root=root, extra=extra, access=access, http_extra=http_extra
+            dir=base,
+            workers=workers,
+            port=port,
+            root=root,
+            extra=extra,
+            access=access,
+            http_extra=http_extra,
+            # Loopback lab and benchmarks only: as root, workers keep root's rights on the temp and
+            # cache directories made here (otherwise they drop to nobody and cannot write them).
+            user="user root;" if os.geteuid() == 0 else "",
         )
     )
     proc = subprocess.Popen([nginx_binary(), "-c", str(conf), "-p", str(base)], stderr=subprocess.DEVNULL)
