@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("lab/out/emulator"))
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
+    # SIGTERM (as from `kill`) unwinds like Ctrl-C, so the emulator child is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with running(args.workdir, args.port) as endpoint:
         print(f"AWS emulator ready: export AWS_ENDPOINT_URL={endpoint}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):

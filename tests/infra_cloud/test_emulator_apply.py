@@ -147,6 +147,38 @@ def test_waf_alarms_and_topic(endpoint: str, applied: dict) -> None:
     assert applied["alarm_topic_arn"] in topics
 
 
+def test_deployed_function_guards_the_distribution(endpoint: str, applied: dict) -> None:
+    """Viewer requests to the emulated distribution: the published function rejects what the edges
+    reject. (MiniStack 1.5.33 does not route to origin groups, so a request the function lets
+    through ends in a 502 from the data plane rather than the object: only the verdict is checked.)"""
+    import http.client
+    import time
+    from urllib.parse import urlsplit
+
+    from cdnlab.signing import sign_path
+
+    now = int(time.time())
+    host = urlsplit(endpoint)
+
+    def get(path: str) -> tuple[int, str | None]:
+        conn = http.client.HTTPConnection(host.hostname, host.port, timeout=10)
+        # MiniStack takes the viewer's scheme from X-Forwarded-Proto; the behaviours are https-only.
+        conn.request(
+            "GET", path, headers={"Host": applied["distribution_domain"], "X-Forwarded-Proto": "https"}
+        )
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        return response.status, response.getheader("x-cdnlab-denied")
+
+    seg = "/title/1/seg-001.m4s"
+    assert get(seg) == (403, "missing signature parameters")
+    assert get(sign_path(seg, "lab1", KEYS["lab1"], now - 5)) == (403, "expired")
+    assert get(sign_path(seg, "lab1", "some-other-key-0123456789", now + 60)) == (403, "bad signature")
+    status, denied = get(sign_path(seg, "lab1", KEYS["lab1"], now + 60))
+    assert denied is None and status != 403
+
+
 def _tiny_graph(node: Node) -> Graph:
     return Graph(nodes=[node], outputs={}, config={"aws:region": "us-east-1"})
 
