@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -34,11 +35,15 @@ def default_outputs_path(stack: str) -> Path:
     return REPO_ROOT / "lab" / "out" / f"infra-outputs.{stack}.json"
 
 
-def capture(stack: str, overrides: list[str]) -> graph_mod.Graph:
+def capture_config(config: dict[str, str], stack: str = "lab", **build_kwargs: Any) -> graph_mod.Graph:
+    """The whole program under fresh mocks with CONFIG (``build_kwargs`` go to ``program.build``)."""
     from infra.program import build
 
-    config = stack_config.load(stack, overrides)
-    return graph_mod.capture(build, config, stack=stack)
+    return graph_mod.capture(lambda: build(**build_kwargs), config, stack=stack)
+
+
+def capture(stack: str, overrides: list[str]) -> graph_mod.Graph:
+    return capture_config(stack_config.load(stack, overrides), stack)
 
 
 def run_pulumi_cli(stack: str, overrides: list[str]) -> dict:

@@ -22,6 +22,8 @@ with warnings.catch_warnings():
     for _module, _cls in (("s3", "Bucket"), ("cloudfront", "Distribution"), ("route53", "Record")):
         getattr(getattr(pulumi_aws, _module), _cls)
 
+from infra.apply import capture_config  # noqa: E402
+
 from infra import graph as graph_mod  # noqa: E402
 from infra import stack_config  # noqa: E402
 
@@ -31,13 +33,7 @@ def lab_config() -> dict[str, str]:
     return stack_config.load("lab")
 
 
-def capture(config: dict[str, str], **build_kwargs) -> graph_mod.Graph:
-    """The whole program under fresh mocks (a new event loop and set_mocks each call)."""
-    from infra.program import build
-
-    return graph_mod.capture(lambda: build(**build_kwargs), config, stack="lab")
-
-
 @pytest.fixture
 def program(lab_config: dict[str, str]) -> graph_mod.Graph:
-    return capture(lab_config)
+    """The whole program under fresh mocks (a new event loop and set_mocks in each capture)."""
+    return capture_config(lab_config)

@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Callable
 
 import pytest
-from conftest import capture
+from infra.apply import capture_config
 from infra.graph import Graph
 from infra.policy_pack import rules
 from infra.policy_pack.on_graph import check, policy_resources
@@ -26,7 +26,7 @@ from cdnlab.policy import DEFAULT_PATH, from_mapping
 def base(request: pytest.FixtureRequest) -> Graph:
     from infra import stack_config
 
-    return capture(stack_config.load("lab"))
+    return capture_config(stack_config.load("lab"))
 
 
 def node(g: Graph, type_: str, name: str):
@@ -233,7 +233,7 @@ def test_program_variant_with_old_tls_fails(
     import infra.distribution
 
     monkeypatch.setattr(infra.distribution, "MIN_TLS", "TLSv1.1_2016")
-    result = check(capture(lab_config), only=["tls-1-2-2021-or-newer"])
+    result = check(capture_config(lab_config), only=["tls-1-2-2021-or-newer"])
     assert result["tls-1-2-2021-or-newer"] == [
         "cdn-distribution: minimum TLS is TLSv1.1_2016, need TLSv1.2_2021+"
     ]
@@ -242,7 +242,9 @@ def test_program_variant_with_old_tls_fails(
 def test_program_variant_with_compressed_segments_fails(lab_config: dict[str, str]) -> None:
     data = tomllib.loads(DEFAULT_PATH.read_text())
     next(c for c in data["class"] if c["name"] == "segment")["compress"] = True
-    result = check(capture(lab_config, catalog=from_mapping(data)), only=["range-forwarded-on-segments"])
+    result = check(
+        capture_config(lab_config, catalog=from_mapping(data)), only=["range-forwarded-on-segments"]
+    )
     assert sorted(result["range-forwarded-on-segments"]) == sorted(
         f"cdn-distribution: {p} compresses at the edge, which breaks byte ranges"
         for p in ("*.m4s", "*.mp4", "*.ts")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import capture
+from infra.apply import capture_config
 from infra.graph import CLOUDFRONT_ZONE_ID, Graph, ref
 
 from cdnlab.policy import default_catalog
@@ -382,7 +382,7 @@ def test_existing_certificate_and_alarm_email(lab_config: dict[str, str]) -> Non
         "cdnlab:certificateArn": "arn:aws:acm:us-east-1:111122223333:certificate/abc",
         "cdnlab:alarmEmail": "oncall@example.com",
     }
-    g = capture(cfg)
+    g = capture_config(cfg)
     assert not g.of_type("aws:acm/certificate:Certificate")
     d = inputs(g, DIST, "cdn-distribution")
     assert d["viewerCertificate"]["acmCertificateArn"] == "arn:aws:acm:us-east-1:111122223333:certificate/abc"
@@ -395,7 +395,7 @@ def test_prod_stack_file_builds(lab_config: dict[str, str]) -> None:
 
     cfg = stack_config.load("prod", ['cdnlab:signingKeys={"k1": "0123456789abcdef0123"}'])
     cfg["cdnlab:applianceInventory"] = "inventories/lab/appliances.toml"  # prod's inventory is the user's
-    g = capture(cfg)
+    g = capture_config(cfg)
     geo = {r.inputs["setIdentifier"] for r in g.of_type(RECORD) if r.inputs.get("geolocationRoutingPolicies")}
     assert geo == {"NA", "SA", "EU", "AF", "AS", "OC", "default"}
     assert inputs(g, DIST, "cdn-distribution")["aliases"] == ["cdn.example.com"]
