@@ -8,7 +8,8 @@ Both servers get the same files, the same number of workers, and the same load:
   b) whole 2 MiB objects (20 files, random order)        — bulk throughput, sendfile
   c) 512 KiB ranges of 2 MiB objects (random offsets)    — what video players ask for
   d) cold misses through an upstream (every URL new)     — pull-through: nginx proxy_cache vs cdnlab
-Prints req/s, GB/s and p99 for each, and the ratio cdnlab/nginx. --markdown prints the table as
+Each case alternates nginx and cdnlab for --rounds rounds and reports the medians. Prints req/s,
+GB/s and p99 for each, and the ratio cdnlab/nginx. --markdown prints the table as
 Markdown for docs/benchmarks.md.
 """
 
@@ -18,6 +19,7 @@ import argparse
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,6 +76,18 @@ class Result:
     bytes_per_s: float
     p99_ms: float
     errors: int
+
+
+def median(results: list[Result]) -> Result:
+    def mid(values: list[float]) -> float:
+        return statistics.median(values)
+
+    return Result(
+        mid([r.rps for r in results]),
+        mid([r.bytes_per_s for r in results]),
+        mid([r.p99_ms for r in results]),
+        sum(r.errors for r in results),
+    )
 
 
 def _unit(value: str, units: dict[str, float]) -> float:
@@ -153,6 +167,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     ap.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     ap.add_argument("--workers", type=int, default=2, help="worker processes for both servers (default 2)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per case; medians (default 3)")
     ap.add_argument("--only", default="", help="run only cases whose name contains this")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table too")
     args = ap.parse_args()
@@ -197,11 +212,14 @@ def main() -> int:
         for i, (name, script) in enumerate(scripts(str(int(time.time()))).items()):
             if args.only and args.only not in name:
                 continue
-            results = {}
-            for label, svc in (("nginx", ngx), ("cdnlab", edge)):
-                lua = script.replace("/cold/", f"/cold/{label}{i}-")
-                results[label] = wrk(svc.url, lua, args.duration, args.connections, args.threads)
-            n, c = results["nginx"], results["cdnlab"]
+            # Alternate the two servers for several rounds and keep the median of each figure, so
+            # a burst of load elsewhere on the machine hits both alike.
+            runs: dict[str, list[Result]] = {"nginx": [], "cdnlab": []}
+            for r in range(args.rounds):
+                for label, svc in (("nginx", ngx), ("cdnlab", edge)):
+                    lua = script.replace("/cold/", f"/cold/{label}{i}r{r}-")
+                    runs[label].append(wrk(svc.url, lua, args.duration, args.connections, args.threads))
+            n, c = median(runs["nginx"]), median(runs["cdnlab"])
             rows.append((name, n, c))
             print(
                 f"{name:30} nginx {n.rps:10.0f} req/s {n.bytes_per_s / 1e9:6.2f} GB/s p99 {n.p99_ms:7.2f} ms"
@@ -213,7 +231,8 @@ def main() -> int:
     if args.markdown:
         print(
             f"\nMachine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}; "
-            f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s; {args.workers} workers each.\n"
+            f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, median of "
+            f"{args.rounds} alternating rounds; {args.workers} workers each.\n"
         )
         print(
             "| case | nginx req/s | nginx GB/s | nginx p99 ms | cdnlab req/s | cdnlab GB/s | cdnlab p99 ms |"

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from cdnlab.edge.worker import Worker
 
 _SENDFILE_CHUNK = 1 << 21
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
 _MAX_PIPELINE = 32  # queued responses before we stop reading (back-pressure on pipelining)
 _FATAL = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 
@@ -191,7 +192,9 @@ class Conn:
                 kind = type(part)
                 try:
                     if kind is bytes or kind is memoryview:
-                        n = sock_send(part)
+                        # Headers followed by a file span go out with MSG_MORE so the kernel packs
+                        # them with the first file bytes (what nginx gets from TCP_NOPUSH).
+                        n = sock_send(part, _MSG_MORE) if len(parts) > 1 else sock_send(part)
                         resp.sent += n
                         if n < len(part):
                             parts[0] = memoryview(part)[n:]

@@ -47,7 +47,8 @@ class WorkerStats:
 
     def request(self, status: int, cache_status: str, tier: str, nbytes: int, seconds: float) -> None:
         self.requests[(status, cache_status)] += 1
-        self.bytes_by_tier[tier] += nbytes
+        if tier != "-":  # local answers (errors, 304s of nothing) are not content from a tier
+            self.bytes_by_tier[tier] += nbytes
         self.request_seconds.observe(seconds)
 
     def rejected(self, status: int) -> None:
