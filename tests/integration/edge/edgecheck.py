@@ -180,3 +180,16 @@ def concurrent_one_object(e: Edge, origin: Nginx, path: str, n: int = 500) -> No
     assert origin.fetches(path) == 1, origin.fetches(path)
     entry = e.wait_stored(path)
     assert entry["sha256"] == sha256(data)
+
+
+def assert_index_matches_disk(e: Edge) -> dict[str, dict]:
+    """/inventory and the object files agree one to one: every listed object has a file with its
+    size and SHA-256, every object file is listed, and no temp file is left over."""
+    inv = {o["key"]: o for o in e.inventory()["objects"]}
+    files = object_files(e.store)
+    listed = sorted((o["size"], o["sha256"]) for o in inv.values())
+    on_disk = sorted((len(b), sha256(b)) for b in files.values())
+    assert listed == on_disk, f"index {len(listed)} objects vs disk {len(on_disk)} files"
+    temps = [k for k in store_files(e.store) if "/tmp/" in k]
+    assert not temps, temps
+    return inv

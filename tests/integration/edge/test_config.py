@@ -1,0 +1,158 @@
+"""Config file or quick flags (issue 2, daemon point 1; DESIGN.md Interfaces)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import CDNLAB, Nginx, RawConn, edge, free_port, sha256
+
+from .edgecheck import assert_hit, assert_miss_stored, config_toml
+
+
+def test_quick_flags_serve_and_pull_through(tmp_path: Path, origin: Nginx) -> None:
+    data = origin.put("/config/quick.bin", 50_000)
+    with edge(tmp_path / "quick", [origin.url], role="shield") as e:
+        with RawConn(e.port) as c:
+            r = c.get("/config/quick.bin")
+            assert r.status == 200 and r.body == data
+            assert_miss_stored(r.headers)
+            e.wait_stored("/config/quick.bin")
+            assert_hit(c.get("/config/quick.bin").headers)
+        h = e.health()
+        assert h["role"] == "shield" and h["state"] == "serving"
+        assert len(h["disks"]) == 1
+        assert Path(h["disks"][0]["path"]).is_relative_to(e.store)
+        # the store and its index live under --store
+        assert any(p.is_file() for p in e.store.rglob("*"))
+        assert e.inventory_keys()["/config/quick.bin"]["sha256"] == sha256(data)
+
+
+def test_config_file_values_are_used(main_edge) -> None:  # type: ignore[no-untyped-def]
+    h = main_edge.health()
+    assert (h["id"], h["site"], h["role"]) == ("edge-main", "lab-1", "edge")
+    assert sorted(d["kind"] for d in h["disks"]) == ["flash", "ram"]
+
+
+def _run(args: list[str], timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CDNLAB, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _good(tmp: Path) -> str:
+    return config_toml().format(
+        port=free_port(), admin=free_port(), store=tmp / "store", base=tmp, upstreams='["http://127.0.0.1:1"]'
+    )
+
+
+BAD = [
+    # (name, edit of a good config, the key the one line must name)
+    ("unknown-top-key", lambda t: t + "\ncolour = 'red'\n", "colour"),
+    (
+        "unknown-limits-key",
+        lambda t: t.replace("[limits]\n", "[limits]\nheader_timout = 3\n"),
+        "header_timout",
+    ),
+    ("workers-not-int", lambda t: t.replace("workers = 1", 'workers = "many"'), "workers"),
+    ("workers-zero", lambda t: t.replace("workers = 1", "workers = 0"), "workers"),
+    (
+        "negative-timeout",
+        lambda t: t.replace("[limits]\n", "[limits]\nheader_timeout = -1\n"),
+        "header_timeout",
+    ),
+    ("tier-kind", lambda t: t.replace('kind = "flash"', 'kind = "tape"'), "kind"),
+    ("tier-capacity", lambda t: t.replace('capacity = "1G"', 'capacity = "lots"'), "capacity"),
+    ("listen", lambda t: t.replace('listen = ["127.0.0.1:', 'listen = ["nohost'), "listen"),
+    (
+        "upstream-url",
+        lambda t: t.replace('upstreams = ["http://127.0.0.1:1"]', 'upstreams = ["ftp://x"]'),
+        "upstreams",
+    ),
+    ("no-upstreams", lambda t: t.replace('upstreams = ["http://127.0.0.1:1"]\n', ""), "upstreams"),
+    (
+        "admin-listen",
+        lambda t: t.replace('[admin]\nlisten = "127.0.0.1:', '[admin]\nlisten = "127.0.0.1:x'),
+        "listen",
+    ),
+    ("role", lambda t: 'role = "origin"\n' + t, "role"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_runs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, tuple[subprocess.CompletedProcess[str], Path]]:
+    """Every bad config (and the quick-flag cases) started at once: interpreter start-up dominates."""
+    jobs: dict[str, tuple[list[str], Path]] = {}
+    for name, edit, _ in BAD:
+        d = tmp_path_factory.mktemp(name)
+        cfg = d / "bad.toml"
+        cfg.write_text(edit(_good(d)))
+        jobs[name] = (["edge", "serve", "--config", str(cfg)], d)
+    for name, args, _ in QUICK_BAD:
+        d = tmp_path_factory.mktemp(name)
+        real = [str(d / "s") if a == "S" else str(d / "c.toml") if a == "C" else a for a in args]
+        jobs[name] = (["edge", "serve", *real], d)
+    bad = d / "not.toml"
+    bad.write_text("this is = = not toml\n")
+    jobs["not-toml"] = (["edge", "serve", "--config", str(bad)], d)
+    jobs["missing-file"] = (["edge", "serve", "--config", str(d / "missing.toml")], d)
+    procs = {
+        n: (subprocess.Popen([*CDNLAB, *a], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), d)
+        for n, (a, d) in jobs.items()
+    }
+    out = {}
+    for n, (proc, d) in procs.items():
+        try:
+            so, se = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            so, se = proc.communicate()
+        out[n] = (subprocess.CompletedProcess(proc.args, proc.returncode, so, se), d)
+    return out
+
+
+def _one_line(p: subprocess.CompletedProcess[str]) -> str:
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(("name", "key"), [(b[0], b[2]) for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_config_is_one_line_naming_the_key_and_exit_2(bad_runs, name: str, key: str) -> None:  # type: ignore[no-untyped-def]
+    p, d = bad_runs[name]
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert key in _one_line(p)
+    assert not (d / "store").exists(), "the daemon touched the store with a bad config"
+
+
+def test_good_config_checks(tmp_path: Path) -> None:
+    cfg = tmp_path / "good.toml"
+    cfg.write_text(_good(tmp_path))
+    p = _run(["edge", "check", "--config", str(cfg)])
+    assert p.returncode == 0, p.stderr
+
+
+def test_not_toml_and_missing_file_exit_2(bad_runs) -> None:  # type: ignore[no-untyped-def]
+    for name, what in (("not-toml", "not.toml"), ("missing-file", "missing.toml")):
+        p, _ = bad_runs[name]
+        assert p.returncode == 2, p.stderr
+        assert what in _one_line(p)
+
+
+QUICK = ["--listen", "127.0.0.1:1", "--admin-listen", "127.0.0.1:2", "--store", "S"]
+QUICK_BAD = [
+    ("no-upstream", QUICK, "upstream"),
+    ("bad-listen", ["--listen", "bogus", *QUICK[2:], "--upstream", "http://x"], "listen"),
+    ("workers-0", [*QUICK, "--upstream", "http://x", "--workers", "0"], "workers"),
+    ("config-and-flags", ["--config", "C", "--listen", "127.0.0.1:1"], "--config"),
+]
+
+
+@pytest.mark.parametrize(("name", "key"), [(q[0], q[2]) for q in QUICK_BAD], ids=[q[0] for q in QUICK_BAD])
+def test_bad_quick_flags_exit_2(bad_runs, name: str, key: str) -> None:  # type: ignore[no-untyped-def]
+    p, _ = bad_runs[name]
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert key in _one_line(p)
