@@ -229,9 +229,12 @@ class Fetch:
             self.stored = store_it
             if size is not None:
                 self._set_ready("stream")  # clients start now, reading as bytes land
+            loop = asyncio.get_running_loop()
             async for chunk in resp.content.iter_chunked(_CHUNK):
                 try:
-                    writer.write(chunk)
+                    # Writing (and hashing) in the I/O pool: a write can wait on the journal.
+                    # One chunk at a time, so the file grows in order.
+                    await loop.run_in_executor(worker.io, writer.write, chunk)
                 except StoreError as exc:  # longer than promised, or the disk gave up
                     raise aiohttp.ClientPayloadError(str(exc)) from None
                 self.written += len(chunk)
@@ -244,7 +247,6 @@ class Fetch:
                 self.meta.size = self.written
                 self.meta.etag = resp.headers.get("ETag") or default_etag(self.written, lm)
             if store_it:
-                loop = asyncio.get_running_loop()
                 entry = await loop.run_in_executor(worker.io, _commit, writer, self.meta.etag, lm, headers)
                 if entry is not None:
                     self.meta.sha256 = entry.sha256
