@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -217,6 +218,12 @@ class Master:
         self.state = "serving"
         self.spawn_all()
 
+    def cleanup(self) -> None:
+        """Leave nothing behind in the run directory (it lives on tmpfs)."""
+        if self.shm is not None:
+            self.shm.close()
+        shutil.rmtree(self.rundir, ignore_errors=True)
+
     # supervision -----------------------------------------------------------------------------
 
     async def supervise(self) -> None:
@@ -289,6 +296,7 @@ def serve(config: EdgeConfig) -> int:
             await sup
         await master.stop()
         await runner.cleanup()
+        master.cleanup()
 
     uvloop.run(main())
     return 0
