@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import hmac
 import ipaddress
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -155,7 +154,7 @@ def create_app(state: ControlState, background: bool = True) -> FastAPI:
         }
 
     @app.get("/v1/version", tags=["service"], summary="static service description")
-    def version() -> dict:
+    async def version() -> dict:
         return {"service": "cdnlab-control", "version": _pkg_version, "api": "v1"}
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse, summary="Prometheus text")
@@ -286,7 +285,7 @@ def create_app(state: ControlState, background: bool = True) -> FastAPI:
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from None
         return Response(
-            json.dumps(manifest, separators=(",", ":")),
+            manifest,
             media_type="application/json",
             headers={"Cache-Control": "private, no-store"},
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections import defaultdict
@@ -23,9 +24,9 @@ from cdnlab.control.steering import (
     ClientPlace,
     FleetSnapshot,
     Signer,
-    build_manifest,
     catalog_tracks,
     locate,
+    manifest_json,
 )
 from cdnlab.control.store import GenerationGap, StaleReport, Store
 from cdnlab.inventory import InventoryReport
@@ -56,6 +57,8 @@ class ControlState:
         self._revision = -1
         self._version = 0
         self._rebuilt_at = 0.0
+        self._polled_last_round = False
+        self._frozen_at = 0.0
         self.monitor = HealthMonitor(
             cfg.monitor_id,
             cfg.health,
@@ -111,6 +114,9 @@ class ControlState:
                 measurements[a.id] = max(good, key=lambda v: v.checked_at).measurements
         self._version += 1
         self._rebuilt_at = time.monotonic()
+        # Move the fleet's long-lived objects (10,000 appliances, 500,000 prefixes) out of the
+        # cyclic GC's reach: otherwise every full collection walks them and stalls requests.
+        gc.freeze()
         ceiling = self.cfg.health.thresholds.get("query_time_ms")
         self.snapshot = FleetSnapshot(
             self.appliances.values(),
@@ -121,6 +127,8 @@ class ControlState:
             self.cfg.steering,
             perf_ceiling_ms=ceiling.value if ceiling and ceiling.op == "<" else 1000.0,
             version=self._version,
+            distances=self.snapshot.distances if hasattr(self, "snapshot") else None,
+            title_sites=self.snapshot.title_sites if hasattr(self, "snapshot") else None,
         )
 
     # -- health --------------------------------------------------------------------------------
@@ -131,7 +139,11 @@ class ControlState:
             if a is not None and v.drain_state and v.drain_state != a.drain_state:
                 self.appliances[a.id] = a.model_copy(update={"drain_state": v.drain_state})
                 await asyncio.to_thread(self.store.set_drain_state, a.id, v.drain_state)
-        self.rebuild()  # steering sees this monitor's verdicts at once
+        # Steering sees this monitor's verdicts at once; a round that polled nothing (a fleet of
+        # "online" appliances) changes nothing and keeps the snapshot and its ranking cache.
+        if views or self._polled_last_round:
+            self.rebuild()
+        self._polled_last_round = bool(views)
         await asyncio.to_thread(
             self.store.put_health_views, self.cfg.monitor_id, self.cfg.health.interval, views
         )
@@ -206,7 +218,8 @@ class ControlState:
     def place(self, address: str) -> ClientPlace:
         return locate(self.zones, address, self.cfg.default_site)
 
-    def steer(self, title: str, profile: str | None, address: str) -> dict:
+    def steer(self, title: str, profile: str | None, address: str) -> str:
+        """The steering manifest as JSON text."""
         tracks = catalog_tracks(self.catalog, title, profile)
         if tracks is None:
             raise NotFound(f"title {title!r} is not in the catalog")
@@ -215,7 +228,7 @@ class ControlState:
         place = self.place(address)
         snap = self.snapshot
         ranked = snap.rank(title, place.site)
-        return build_manifest(title, tracks, ranked, place, self.signer, self.cloudfront_url)
+        return manifest_json(title, tracks, ranked, place, self.signer, self.cloudfront_url)
 
     # -- analytics -----------------------------------------------------------------------------
 
@@ -295,6 +308,11 @@ class ControlState:
                 )
                 if changed or aging:
                     self.rebuild()
+                elif time.monotonic() - self._frozen_at > 30:
+                    # Steering's caches fill between rebuilds; keep them out of full collections.
+                    gc.collect()
+                    gc.freeze()
+                    self._frozen_at = time.monotonic()
             except Exception:
                 log.exception("refresh failed")
 

@@ -20,11 +20,14 @@ a few dict probes and a handful of hashes even with 10,000 appliances.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+
+import numpy as np
 
 from cdnlab.control.catalog import CatalogSource, Track
 from cdnlab.control.config import SigningConfig, SteeringConfig
@@ -54,10 +57,24 @@ def performance_score(query_ms: float, ceiling_ms: float = 1000.0) -> float:
     return min(100.0, max(0.0, 100.0 * (1.0 - query_ms / ceiling_ms)))
 
 
-def hrw_weight(title: str, appliance_id: str, capacity: float) -> float:
-    """Weighted rendezvous hashing: -capacity / ln(u), u uniform in (0, 1) from the hash."""
-    h = int.from_bytes(hashlib.blake2b(f"{title}\x00{appliance_id}".encode(), digest_size=8).digest(), "big")
-    u = (h + 0.5) / _MAX64
+_MASK64 = (1 << 64) - 1
+
+
+def stable_hash(text: str) -> int:
+    """A 64-bit hash that is the same on every control node (unlike ``hash()``)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+def _mix64(x: int) -> int:
+    # splitmix64's finaliser: cheap, and spreads (title ⊕ appliance) well enough for HRW.
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def hrw_weight(title_hash: int, appliance_hash: int, capacity: float) -> float:
+    """Weighted rendezvous hashing: -capacity / ln(u), u uniform in (0, 1) from the pair's hash."""
+    u = (_mix64(title_hash ^ appliance_hash) + 0.5) / _MAX64
     return -capacity / math.log(u)
 
 
@@ -69,6 +86,7 @@ class Candidate:
     capacity: float
     load: float  # load score 0–100
     perf: float  # performance score 0–100
+    hash: int = 0  # stable_hash(id), for rendezvous hashing
 
 
 @dataclass(frozen=True)
@@ -86,6 +104,60 @@ class Ranked:
     holds_title: bool
 
 
+class DistanceTable:
+    """Distance scores from a client site to every site, one vectorised row per client site,
+    computed on first use. Site coordinates change only with the registry or the coverage zone
+    file, so the table outlives the snapshots that health changes rebuild every poll round."""
+
+    def __init__(self, coords: dict[str, Coordinates]) -> None:
+        self.coords = dict(coords)
+        self.sites = list(self.coords)
+        self.index = {s: i for i, s in enumerate(self.sites)}
+        self._lat = np.radians(np.array([c.latitude for c in self.coords.values()], dtype=float))
+        self._lon = np.radians(np.array([c.longitude for c in self.coords.values()], dtype=float))
+        self._rows: dict[str | None, np.ndarray | None] = {}
+
+    def row(self, client_site: str | None) -> np.ndarray | None:
+        """Distance scores (0–100) to ``self.sites`` in order; None if the client has no place."""
+        if client_site in self._rows:
+            return self._rows[client_site]
+        i = self.index.get(client_site) if client_site is not None else None
+        r = None
+        if i is not None:
+            lat1, lon1 = self._lat[i], self._lon[i]
+            h = (
+                np.sin((self._lat - lat1) / 2) ** 2
+                + np.cos(lat1) * np.cos(self._lat) * np.sin((self._lon - lon1) / 2) ** 2
+            )
+            km = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.minimum(1.0, h)))
+            r = np.maximum(0.0, 100.0 - km / 100.0)
+        self._rows[client_site] = r
+        return r
+
+
+class TitleSites:
+    """title → site → appliances holding it, regardless of health; computed per title on first
+    use and kept until the inventory changes (snapshots rebuilt for health reuse it)."""
+
+    def __init__(self, title_index: dict[str, set[str]], site_of: dict[str, str]) -> None:
+        self.title_index = title_index
+        self.site_of = site_of
+        self._cache: dict[str, dict[str, frozenset[str]]] = {}
+
+    def get(self, title: str) -> dict[str, frozenset[str]]:
+        got = self._cache.get(title)
+        if got is None:
+            by_site: dict[str, set[str]] = {}
+            site_of = self.site_of
+            for aid in self.title_index.get(title, ()):
+                site = site_of.get(aid)
+                if site is not None:
+                    by_site.setdefault(site, set()).add(aid)
+            got = {site: frozenset(ids) for site, ids in by_site.items()}
+            self._cache[title] = got
+        return got
+
+
 class FleetSnapshot:
     def __init__(
         self,
@@ -97,13 +169,17 @@ class FleetSnapshot:
         cfg: SteeringConfig,
         perf_ceiling_ms: float = 1000.0,
         version: int = 0,
+        distances: DistanceTable | None = None,
+        title_sites: TitleSites | None = None,
     ) -> None:
         self.cfg = cfg
         self.version = version
         self.zones = zones
         self.by_site: dict[str, list[Candidate]] = {}
         coords: dict[str, list[Coordinates]] = {}
+        registered: dict[str, str] = {}
         for a in appliances:
+            registered[a.id] = a.site
             if a.latitude is not None and a.longitude is not None:
                 coords.setdefault(a.site, []).append(Coordinates(a.latitude, a.longitude))
             if not available.get(a.id):
@@ -116,10 +192,18 @@ class FleetSnapshot:
                 capacity=float(a.capacity_bps),
                 load=load_score(m.get("bandwidth_utilization", 0.0)),
                 perf=performance_score(m.get("query_time_ms", 0.0), perf_ceiling_ms),
+                hash=stable_hash(a.id),
             )
             self.by_site.setdefault(a.site, []).append(c)
-        self._site_of = {c.id: c.site for cs in self.by_site.values() for c in cs}
-        self.available_ids = set(self._site_of)
+        self.available_ids = {c.id for cs in self.by_site.values() for c in cs}
+        self.unavailable_ids = frozenset(registered.keys() - self.available_ids)
+        if (
+            title_sites is None
+            or title_sites.title_index is not title_index
+            or title_sites.site_of != registered
+        ):
+            title_sites = TitleSites(title_index, registered)
+        self.title_sites = title_sites
         # Site coordinates: the coverage zone file's, else the mean of its appliances'.
         self.site_coords: dict[str, Coordinates] = {
             s: Coordinates(sum(c.latitude for c in cs) / len(cs), sum(c.longitude for c in cs) / len(cs))
@@ -127,65 +211,95 @@ class FleetSnapshot:
         }
         if zones is not None:
             self.site_coords.update(zones.coordinates)
+        if distances is None or distances.coords != self.site_coords:
+            distances = DistanceTable(self.site_coords)
+        self.distances = distances
         w = cfg.weights
-        self._best_lp = {
-            s: max(w.load * c.load + w.performance * c.perf for c in cs) for s, cs in self.by_site.items()
-        }
+        # Per site with anything available: its best load/performance part of the score.
+        self._sites = sorted(self.by_site)
+        self._site_pos = {site: i for i, site in enumerate(self._sites)}
+        self._lp = np.array(
+            [
+                max(w.load * c.load + w.performance * c.perf for c in self.by_site[site])
+                for site in self._sites
+            ]
+        )
+        gidx = np.array([distances.index.get(site, -1) for site in self._sites], dtype=np.int64)
+        self._has_coords = gidx >= 0
+        self._gidx = np.where(self._has_coords, gidx, 0)
         self._titles = title_index
-        self._rank_cache: dict[str | None, list[tuple[str, float]]] = {}
+        self._rank_cache: dict[str | None, tuple[list[int], list[float]]] = {}
+        self._order_cache: dict[tuple[str, str], list[Candidate]] = {}
         self._holders_cache: dict[str, dict[str, frozenset[str]]] = {}
 
     @property
     def appliance_count(self) -> int:
         return len(self.available_ids)
 
-    def _distance(self, client_site: str | None, site: str) -> float:
-        if client_site is not None and client_site == site:
-            return 100.0
-        a = self.site_coords.get(client_site) if client_site is not None else None
-        b = self.site_coords.get(site)
-        if a is None or b is None:
-            return 0.0
-        return distance_score(haversine_km(a, b))
+    def _distances(self, client_site: str | None) -> np.ndarray:
+        row = self.distances.row(client_site)
+        dist = np.zeros(len(self._sites)) if row is None else np.where(self._has_coords, row[self._gidx], 0.0)
+        own = self._site_pos.get(client_site) if client_site is not None else None
+        if own is not None:
+            dist[own] = 100.0  # the client's own site is at distance 0
+        return dist
 
-    def ranked_sites(self, client_site: str | None) -> list[tuple[str, float]]:
+    def ranked_sites(self, client_site: str | None) -> tuple[list[int], list[float]]:
+        """Site positions best first, and every site's distance score; cached per client site."""
         cached = self._rank_cache.get(client_site)
         if cached is None:
-            wd = self.cfg.weights.distance
-            cached = sorted(
-                ((s, wd * self._distance(client_site, s) + lp) for s, lp in self._best_lp.items()),
-                key=lambda x: (-x[1], x[0]),
-            )
+            dist = self._distances(client_site)
+            score = self.cfg.weights.distance * dist + self._lp
+            # Stable sort on -score over name-sorted sites: ties go to the lower name.
+            order = np.argsort(-score, kind="stable")
+            cached = (order.tolist(), dist.tolist())
             self._rank_cache[client_site] = cached
         return cached
+
+    def site_ranking(self, client_site: str | None) -> list[tuple[str, float]]:
+        """(site, score) best first: for inspection and tests."""
+        order, dist = self.ranked_sites(client_site)
+        wd = self.cfg.weights.distance
+        return [(self._sites[i], round(wd * dist[i] + float(self._lp[i]), 3)) for i in order]
 
     def holders(self, title: str) -> dict[str, frozenset[str]]:
         """site → available appliances holding the title."""
         cached = self._holders_cache.get(title)
         if cached is None:
-            by_site: dict[str, set[str]] = {}
-            for aid in self._titles.get(title, ()):
-                if aid in self.available_ids:
-                    by_site.setdefault(self._site_of[aid], set()).add(aid)
-            cached = {s: frozenset(ids) for s, ids in by_site.items()}
+            cached = self.title_sites.get(title)
+            down = self.unavailable_ids & self._titles.get(title, set()) if self.unavailable_ids else ()
+            if down:
+                cached = {site: ids - down for site, ids in cached.items() if ids - down}
             self._holders_cache[title] = cached
         return cached
+
+    def _site_order(self, title: str, site: str, held: frozenset[str] | None) -> list[Candidate]:
+        """The site's appliances for a title in rendezvous order (cached per snapshot)."""
+        key = (title, site)
+        order = self._order_cache.get(key)
+        if order is None:
+            cands = self.by_site[site] if held is None else [c for c in self.by_site[site] if c.id in held]
+            th = stable_hash(title)
+            order = sorted(cands, key=lambda c: -hrw_weight(th, c.hash, c.capacity))[: self.cfg.max_per_site]
+            if len(self._order_cache) > 200_000:
+                self._order_cache.clear()
+            self._order_cache[key] = order
+        return order
 
     def rank(self, title: str, client_site: str | None) -> list[Ranked]:
         holders = self.holders(title)
         w = self.cfg.weights
         out: list[Ranked] = []
-        for site, _ in self.ranked_sites(client_site):
+        order, dists = self.ranked_sites(client_site)
+        sites = self._sites
+        for pos in order:
+            site, dist = sites[pos], dists[pos]
+            held = None
             if holders:
                 held = holders.get(site)
                 if not held:
                     continue
-                cands = [c for c in self.by_site[site] if c.id in held]
-            else:
-                cands = self.by_site[site]
-            cands = sorted(cands, key=lambda c: -hrw_weight(title, c.id, c.capacity))[: self.cfg.max_per_site]
-            dist = self._distance(client_site, site)
-            for c in cands:
+            for c in self._site_order(title, site, held):
                 score = w.distance * dist + w.load * c.load + w.performance * c.perf
                 out.append(Ranked(c, round(score, 3), bool(holders)))
                 if len(out) >= self.cfg.max_endpoints:
@@ -207,6 +321,7 @@ class Signer:
     def __init__(self, cfg: SigningConfig) -> None:
         self.cfg = cfg
         self._signed = lru_cache(maxsize=4096)(self._sign_track)
+        self._json = lru_cache(maxsize=4096)(self._to_json)
 
     def expiry(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
@@ -224,8 +339,14 @@ class Signer:
     def segments(self, title: str, track: Track, exp: int) -> tuple[str, ...]:
         return self._signed(title, track, exp)
 
+    def segments_json(self, title: str, track: Track, exp: int) -> str:
+        return self._json(title, track, exp)
 
-def build_manifest(
+    def _to_json(self, title: str, track: Track, exp: int) -> str:
+        return json.dumps(list(self._signed(title, track, exp)), separators=(",", ":"))
+
+
+def manifest_json(
     title: str,
     tracks: list[Track],
     ranked: list[Ranked],
@@ -233,8 +354,10 @@ def build_manifest(
     signer: Signer,
     cloudfront_url: str | None,
     now: float | None = None,
-) -> dict:
-    """The manifest as a plain dict (serialised straight to JSON; shape: cdnlab.manifest)."""
+) -> str:
+    """The manifest as JSON text (shape: cdnlab.manifest.SteeringManifest). The signed segment
+    lists are the bulk of it and the same for every client in an expiry bucket, so their JSON is
+    cached and spliced in rather than encoded per request."""
     exp = signer.expiry(now)
     endpoints = [
         {
@@ -258,20 +381,7 @@ def build_manifest(
                 "holds_title": None,
             }
         )
-    bases = [e["url"] for e in endpoints]
-    video_tracks = []
-    for t in tracks:
-        prefix = f"/content/{title}/{t.profile}/"
-        video_tracks.append(
-            {
-                "profile": t.profile,
-                "bandwidth": t.bandwidth,
-                "segment_duration": t.segment_duration,
-                "cdn_urls": [b + prefix for b in bases],
-                "segments": list(signer.segments(title, t, exp)),
-            }
-        )
-    return {
+    head = {
         "title": title,
         "expires_at": exp,
         "client": {
@@ -281,8 +391,33 @@ def build_manifest(
             "prefix": place.prefix,
         },
         "endpoints": endpoints,
-        "video_tracks": video_tracks,
     }
+    dumps = json.dumps
+    bases = [e["url"] for e in endpoints]
+    parts = []
+    for t in tracks:
+        prefix = f"/content/{title}/{t.profile}/"
+        parts.append(
+            f'{{"profile":{dumps(t.profile)},"bandwidth":{t.bandwidth},'
+            f'"segment_duration":{dumps(t.segment_duration)},'
+            f'"cdn_urls":{dumps([b + prefix for b in bases], separators=(",", ":"))},'
+            f'"segments":{signer.segments_json(title, t, exp)}}}'
+        )
+    text = dumps(head, separators=(",", ":"))
+    return f'{text[:-1]},"video_tracks":[{",".join(parts)}]}}'
+
+
+def build_manifest(
+    title: str,
+    tracks: list[Track],
+    ranked: list[Ranked],
+    place: ClientPlace,
+    signer: Signer,
+    cloudfront_url: str | None,
+    now: float | None = None,
+) -> dict:
+    """The manifest as a dict (the same document as ``manifest_json``)."""
+    return json.loads(manifest_json(title, tracks, ranked, place, signer, cloudfront_url, now))
 
 
 def catalog_tracks(catalog: CatalogSource, title: str, profile: str | None) -> list[Track] | None:
