@@ -1,0 +1,775 @@
+"""Appliance hosts without VMs: Debian booted under ``systemd-nspawn``, reachable over SSH.
+
+Each host is a copy-on-write overlay of one cached debootstrap root filesystem, booted with systemd
+as PID 1 in a network namespace of its own, wired to a bridge that lives in a "switch" namespace,
+with sparse files on loop devices handed in as its disks. The machine running this (the Ansible
+controller) sits on the same bridge, so it reaches every host and the hosts reach each other::
+
+    root namespace                 switch namespace (PREFIX-sw)          host namespace (PREFIX-NAME)
+    PREFIX-ctl 10.203.N.1/24 ──veth── ctl ─┐
+                                           br0 ── hI ──veth── eth0 10.203.N.(11+I)/24, sshd, systemd
+                                           └── …
+
+Only private addresses inside namespaces this module creates are used. ``Lab.down`` removes
+everything ``Lab.up`` made (containers, overlay mounts, loop devices, namespaces, the bridge, SSH
+master connections), and ``Lab.cleanup(workdir)`` does the same for a run that crashed, from the
+state file kept in the work directory.
+
+Example::
+
+    from cdnlab.lab.hosts import DiskSpec, HostSpec, Lab
+
+    with Lab(Path("/tmp/lab"), net=7) as lab:
+        lab.up([HostSpec("oca1", groups=("appliances",), disks=(DiskSpec("nvme0", "2G", "flash"),))])
+        print(lab.hosts["oca1"].ssh("lsblk").stdout)
+        inventory = lab.write_inventory()          # for ansible-playbook -i / testinfra
+
+Needs root, ``debootstrap``, ``systemd-container`` (systemd-nspawn), ``iproute2``, ``util-linux``
+(losetup) and ``openssh-client`` on the machine running it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+CACHE_DIR = Path(os.environ.get("CDNLAB_LAB_CACHE", "/var/cache/cdnlab-lab"))
+SUITE = "bookworm"
+# What a fresh appliance or control node needs that the roles would otherwise fetch from the
+# network: the hosts have no route to a package mirror, so the image carries the packages and the
+# roles find them installed. Services the roles manage are disabled in the image, so the roles
+# enable and start them as they would on a fresh machine.
+ROOTFS_PACKAGES: tuple[str, ...] = (
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "udev",
+    "kmod",
+    "openssh-server",
+    "python3",
+    "python3-venv",
+    "python3-apt",
+    "python3-psycopg2",
+    "iproute2",
+    "procps",
+    "xfsprogs",
+    "e2fsprogs",
+    "logrotate",
+    "ca-certificates",
+    "postgresql",
+    "prometheus",
+)
+DISABLED_SERVICES = ("postgresql.service", "prometheus.service", "prometheus-node-exporter.service")
+# Bump when the recipe below changes in a way the package list does not show.
+_RECIPE = "3"
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+
+Progress = Callable[[str], None]
+
+
+class LabError(RuntimeError):
+    """Something the lab could not do; the message says what and where to look."""
+
+
+def _run(
+    args: Sequence[str], *, check: bool = True, timeout: float = 120, input_: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        list(args), capture_output=True, text=True, timeout=timeout, input=input_, check=False
+    )
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout}")
+    return proc
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+# -- the root filesystem ---------------------------------------------------------------------------
+
+
+def debian_mirror() -> str:
+    """The Debian mirror this machine's apt uses (the lab builds its image from the same one)."""
+    candidates = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for path in candidates:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        if path.suffix == ".sources":
+            for m in re.finditer(r"^URIs:\s*(\S+)", text, re.M):
+                if "security" not in m.group(1) and "debian" in m.group(1):
+                    return m.group(1)
+        elif path.name == "sources.list" or path.suffix == ".list":
+            for m in re.finditer(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+\S+", text, re.M):
+                if "security" not in m.group(1) and "debian" in m.group(1):
+                    return m.group(1)
+    return "http://deb.debian.org/debian"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def rootfs_key(packages: Sequence[str] = ROOTFS_PACKAGES, suite: str = SUITE) -> str:
+    blob = json.dumps([_RECIPE, suite, sorted(packages)]).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def ensure_rootfs(
+    cache_dir: Path = CACHE_DIR,
+    *,
+    packages: Sequence[str] = ROOTFS_PACKAGES,
+    suite: str = SUITE,
+    mirror: str | None = None,
+    progress: Progress = _quiet,
+) -> Path:
+    """The cached root filesystem for PACKAGES, built with debootstrap the first time (a few
+    minutes; later calls return at once). Safe to call from several processes at a time."""
+    cache_dir = Path(cache_dir)
+    target = cache_dir / f"rootfs-{suite}-{rootfs_key(packages, suite)}"
+    ok = target / ".cdnlab-rootfs-ok"
+    if ok.exists():
+        return target
+    with _locked(cache_dir / f"{target.name}.lock"):
+        if ok.exists():
+            return target
+        if shutil.which("debootstrap") is None:
+            raise LabError(
+                "debootstrap is not installed (Debian package debootstrap; `make test` installs it)"
+            )
+        tmp = cache_dir / f"{target.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(target, ignore_errors=True)
+        mirror = mirror or debian_mirror()
+        progress(f"debootstrap {suite} from {mirror} into {tmp} (once; cached afterwards)")
+        log = cache_dir / f"{target.name}.debootstrap.log"
+        with open(log, "w") as out:
+            rc = subprocess.run(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={','.join(packages)}",
+                    suite,
+                    str(tmp),
+                    mirror,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=1800,
+                check=False,
+            ).returncode
+        if rc != 0:
+            raise LabError(f"debootstrap failed ({rc}); see {log}")
+        for unit in DISABLED_SERVICES:
+            _run(["systemctl", f"--root={tmp}", "disable", unit], check=False)
+        for deb in (tmp / "var/cache/apt/archives").glob("*.deb"):
+            deb.unlink()
+        (tmp / "etc/hostname").write_text("debian\n")
+        ok_tmp = tmp / ".cdnlab-rootfs-ok"
+        ok_tmp.write_text(json.dumps({"suite": suite, "packages": sorted(packages), "mirror": mirror}) + "\n")
+        tmp.rename(target)
+        progress(f"root filesystem ready: {target}")
+    return target
+
+
+def build_wheelhouse(repo: Path, cache_dir: Path = CACHE_DIR, *, progress: Progress = _quiet) -> Path:
+    """Wheels of cdnlab's run-time dependencies (not cdnlab itself), for hosts with no route to
+    a package index: pass the directory to the roles as ``cdnlab_package_wheelhouse``. Cached by
+    the dependency list in pyproject.toml."""
+    import tomllib
+
+    project = tomllib.loads((Path(repo) / "pyproject.toml").read_text())["project"]
+    deps = sorted(project.get("dependencies", []))
+    key = hashlib.sha256(json.dumps(deps).encode()).hexdigest()[:12]
+    target = Path(cache_dir) / f"wheelhouse-{key}"
+    ok = target / ".cdnlab-wheelhouse-ok"
+    if ok.exists():
+        return target
+    with _locked(Path(cache_dir) / f"{target.name}.lock"):
+        if ok.exists():
+            return target
+        tmp = Path(cache_dir) / f"{target.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        progress(f"building the dependency wheelhouse in {target} (once)")
+        proc = subprocess.run(
+            [_python(), "-m", "pip", "wheel", "-q", "--wheel-dir", str(tmp), *deps],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise LabError(f"pip wheel failed: {proc.stderr[-2000:]}")
+        (tmp / ".cdnlab-wheelhouse-ok").write_text(json.dumps(deps) + "\n")
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    return target
+
+
+def _python() -> str:
+    import sys
+
+    return sys.executable
+
+
+# -- hosts ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    """A disk handed to a host: a sparse file on a loop device. SIZE 0 makes a failed disk (a
+    device that is there but has no medium), as a dead drive looks to the OS."""
+
+    name: str
+    size: int | str = "1G"
+    kind: Literal["flash", "hdd"] = "flash"
+
+    def size_bytes(self) -> int:
+        if isinstance(self.size, int):
+            return self.size
+        m = re.fullmatch(r"(\d+)([KMGT]?)", self.size.strip().upper())
+        if not m:
+            raise ValueError(f"disk {self.name}: size {self.size!r} (expected e.g. 512M, 2G)")
+        return int(m.group(1)) * 1024 ** " KMGT".index(m.group(2) or " ")
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """A host to boot: NAME is its hostname and inventory name; GROUPS and VARS go to the
+    generated inventory."""
+
+    name: str
+    groups: tuple[str, ...] = ()
+    disks: tuple[DiskSpec, ...] = ()
+    vars: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Host:
+    spec: HostSpec
+    address: str
+    netns: str
+    dir: Path
+    ssh_base: list[str]
+    # disk name → device path as the host sees it (/dev/loopN)
+    disks: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def root(self) -> Path:
+        """The host's root filesystem as seen from the controller (the overlay mount)."""
+        return self.dir / "root"
+
+    def ssh(
+        self, command: str, *, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run COMMAND (a shell line) on the host as root."""
+        proc = subprocess.run(
+            [*self.ssh_base, f"root@{self.address}", command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise LabError(
+                f"{self.name}: `{command}` exited {proc.returncode}: {proc.stderr.strip() or proc.stdout}"
+            )
+        return proc
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    return start is not None and _start_time(pid) == start
+
+
+def _is_mount(path: Path) -> bool:
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == target for line in f)
+
+
+class Lab:
+    """A set of nspawn hosts on one private /24 (10.203.NET.0/24). Use as a context manager, or
+    call ``up`` and ``down``. Two labs on one machine need different NET values."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        net: int = 0,
+        prefix: str | None = None,
+        cache_dir: Path = CACHE_DIR,
+        rootfs: Path | None = None,
+        progress: Progress = _quiet,
+    ) -> None:
+        if not 0 <= net <= 255:
+            raise ValueError("net must be 0..255 (the third octet of 10.203.NET.0/24)")
+        self.workdir = Path(workdir).resolve()
+        self.net = net
+        self.prefix = prefix or f"cl{net}"
+        if not re.fullmatch(r"[a-z][a-z0-9]{0,5}", self.prefix):
+            raise ValueError("prefix: 1-6 lower-case letters and digits, starting with a letter")
+        self.cache_dir = Path(cache_dir)
+        self._rootfs = rootfs
+        self.progress = progress
+        self.hosts: dict[str, Host] = {}
+        self._state: dict[str, Any] = {}
+        self.key = self.workdir / "ssh" / "id_ed25519"
+
+    # -- addresses and names ------------------------------------------------------------------
+
+    @property
+    def controller_address(self) -> str:
+        """The controller's address on the lab network (reachable from every host)."""
+        return f"10.203.{self.net}.1"
+
+    @property
+    def switch_netns(self) -> str:
+        return f"{self.prefix}-sw"
+
+    @property
+    def controller_link(self) -> str:
+        return f"{self.prefix}-ctl"
+
+    def ssh_options(self) -> list[str]:
+        control = self.workdir / "ssh" / "cp-%C"
+        return [
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            "ControlPersist=60s",
+            "-o",
+            f"ControlPath={control}",
+        ]
+
+    # -- state file (for cleanup after a crash) -------------------------------------------------
+
+    @property
+    def _state_file(self) -> Path:
+        return self.workdir / "lab-state.json"
+
+    def _record(self, kind: str, value: Any) -> None:
+        self._state.setdefault(kind, [])
+        if value not in self._state[kind]:
+            self._state[kind].append(value)
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._state, indent=1))
+        tmp.replace(self._state_file)
+
+    # -- bring up -------------------------------------------------------------------------------
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    def up(self, specs: Sequence[HostSpec], *, boot_timeout: float = 180) -> dict[str, Host]:
+        """Boot SPECS (in parallel) and wait until each answers SSH with systemd running."""
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (network namespaces, loop devices, systemd-nspawn)")
+        for tool in ("systemd-nspawn", "ip", "losetup", "ssh", "ssh-keygen"):
+            if shutil.which(tool) is None:
+                raise LabError(f"{tool} is not installed (see the Makefile's DEBIAN_PACKAGES)")
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names) or not all(_NAME.match(n) for n in names):
+            raise ValueError(f"host names must be unique DNS labels of at most 20 characters: {names}")
+        if len(self.hosts) + len(specs) > 200:
+            raise ValueError("at most 200 hosts per lab")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.hosts:
+            Lab.cleanup(self.workdir)
+            self._state = {"prefix": self.prefix, "net": self.net}
+        rootfs = self._rootfs or ensure_rootfs(self.cache_dir, progress=self.progress)
+        self._ensure_nspawn_runtime()
+        self._ensure_key()
+        if not self.hosts:
+            self._make_switch()
+        first = 11 + len(self.hosts)
+        new: list[Host] = []
+        for i, spec in enumerate(specs):
+            host = self._prepare(spec, first + i, rootfs)
+            self.hosts[spec.name] = host
+            new.append(host)
+        for host in new:
+            self._write_etc_hosts(host)
+            self._boot(host)
+        deadline = time.monotonic() + boot_timeout
+        for host in new:
+            self._wait_ready(host, deadline)
+        return self.hosts
+
+    def _ensure_nspawn_runtime(self) -> None:
+        # systemd-nspawn keeps per-machine state under /run/systemd/nspawn; on a host whose /run
+        # is not a tmpfs managed by systemd it needs one there.
+        path = Path("/run/systemd/nspawn")
+        path.mkdir(parents=True, exist_ok=True)
+        if not _is_mount(path):
+            _run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(path)])
+            self._record("nspawn_tmpfs", str(path))
+
+    def _ensure_key(self) -> None:
+        self.key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.key.exists():
+            _run(
+                [
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    f"cdnlab-lab-{self.prefix}",
+                    "-f",
+                    str(self.key),
+                ]
+            )
+
+    def _netns_exists(self, name: str) -> bool:
+        return Path(f"/run/netns/{name}").exists()
+
+    def _make_switch(self) -> None:
+        sw = self.switch_netns
+        if self._netns_exists(sw) or Path(f"/sys/class/net/{self.controller_link}").exists():
+            raise LabError(
+                f"network namespace {sw} or link {self.controller_link} already exists: another lab "
+                f"with net={self.net} is running (use another net), or run Lab.cleanup on its workdir"
+            )
+        _run(["ip", "netns", "add", sw])
+        self._record("netns", sw)
+        _run(["ip", "-n", sw, "link", "add", "br0", "type", "bridge"])
+        _run(["ip", "-n", sw, "link", "set", "br0", "up"])
+        _run(["ip", "link", "add", self.controller_link, "type", "veth", "peer", "name", "ctl", "netns", sw])
+        self._record("links", self.controller_link)
+        _run(["ip", "-n", sw, "link", "set", "ctl", "master", "br0", "up"])
+        _run(["ip", "addr", "add", f"{self.controller_address}/24", "dev", self.controller_link])
+        _run(["ip", "link", "set", self.controller_link, "up"])
+
+    def _prepare(self, spec: HostSpec, octet: int, rootfs: Path) -> Host:
+        hdir = self.workdir / "hosts" / spec.name
+        shutil.rmtree(hdir, ignore_errors=True)
+        for sub in ("upper", "work", "root", "disks"):
+            (hdir / sub).mkdir(parents=True)
+        root = hdir / "root"
+        _run(
+            [
+                "mount",
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                f"lowerdir={rootfs},upperdir={hdir / 'upper'},workdir={hdir / 'work'}",
+                str(root),
+            ]
+        )
+        self._record("mounts", str(root))
+        (root / "etc/hostname").write_text(spec.name + "\n")
+        ssh_dir = root / "root/.ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        (ssh_dir / "authorized_keys").write_text(self.key.with_suffix(".pub").read_text())
+        os.chmod(ssh_dir / "authorized_keys", 0o600)
+        host = Host(
+            spec=spec,
+            address=f"10.203.{self.net}.{octet}",
+            netns=f"{self.prefix}-{spec.name}",
+            dir=hdir,
+            ssh_base=["ssh", "-i", str(self.key), *self.ssh_options()],
+        )
+        for disk in spec.disks:
+            image = hdir / "disks" / f"{disk.name}.img"
+            with open(image, "wb") as f:
+                f.truncate(disk.size_bytes())
+            dev = _run(["losetup", "--find", "--show", str(image)]).stdout.strip()
+            self._record("loops", {"device": dev, "file": str(image)})
+            host.disks[disk.name] = dev
+        # network: a namespace with eth0, the other end on the switch's bridge
+        _run(["ip", "netns", "add", host.netns])
+        self._record("netns", host.netns)
+        port = f"h{octet}"
+        _run(
+            [
+                "ip",
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                host.netns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                port,
+                "netns",
+                self.switch_netns,
+            ]
+        )
+        _run(["ip", "-n", self.switch_netns, "link", "set", port, "master", "br0", "up"])
+        _run(["ip", "-n", host.netns, "addr", "add", f"{host.address}/24", "dev", "eth0"])
+        _run(["ip", "-n", host.netns, "link", "set", "eth0", "up"])
+        _run(["ip", "-n", host.netns, "link", "set", "lo", "up"])
+        return host
+
+    def _write_etc_hosts(self, host: Host) -> None:
+        lines = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{host.name}", f"{self.controller_address}\tcontroller"]
+        lines += [f"{h.address}\t{h.name}" for h in self.hosts.values()]
+        (host.root / "etc/hosts").write_text("\n".join(lines) + "\n")
+
+    def _boot(self, host: Host) -> None:
+        cmd = [
+            "systemd-nspawn",
+            "--quiet",
+            "-D",
+            str(host.root),
+            f"--machine={host.netns}",
+            "--register=no",
+            "--keep-unit",
+            f"--network-namespace-path=/run/netns/{host.netns}",
+            "--console=pipe",
+            *[f"--bind={dev}" for dev in host.disks.values()],
+            "--boot",
+        ]
+        log = open(host.dir / "console.log", "wb")  # noqa: SIM115 - handed to the child
+        host.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self._record("procs", {"pid": host.proc.pid, "start": _start_time(host.proc.pid), "host": host.name})
+
+    def _wait_ready(self, host: Host, deadline: float) -> None:
+        """Until sshd answers and systemd has finished booting (running or degraded)."""
+        last = ""
+        while time.monotonic() < deadline:
+            if host.proc is not None and host.proc.poll() is not None:
+                raise LabError(
+                    f"{host.name}: systemd-nspawn exited {host.proc.returncode}; "
+                    f"see {host.dir / 'console.log'}"
+                )
+            try:
+                with socket.create_connection((host.address, 22), timeout=1):
+                    pass
+            except OSError as exc:
+                last = str(exc)
+                time.sleep(0.5)
+                continue
+            try:
+                proc = host.ssh("systemctl is-system-running --wait", check=False, timeout=60)
+            except subprocess.TimeoutExpired:
+                last = "systemctl is-system-running timed out"
+                continue
+            state = proc.stdout.strip()
+            if state in ("running", "degraded"):
+                return
+            last = f"systemd state {state!r} {proc.stderr.strip()}"
+            time.sleep(1)
+        raise LabError(f"{host.name} ({host.address}) not ready: {last}; see {host.dir / 'console.log'}")
+
+    # -- inventory ------------------------------------------------------------------------------
+
+    def write_inventory(
+        self,
+        path: Path | None = None,
+        *,
+        all_vars: Mapping[str, Any] | None = None,
+        group_vars: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Path:
+        """An Ansible inventory (YAML) of the hosts: each in its groups with its vars, SSH through
+        the lab key. Usable by ansible-playbook and by testinfra (--ansible-inventory)."""
+        path = Path(path) if path else self.workdir / "inventory.yml"
+        groups: dict[str, dict[str, Any]] = {}
+        for host in self.hosts.values():
+            for g in host.spec.groups or ("ungrouped",):
+                groups.setdefault(g, {"hosts": {}})["hosts"][host.name] = {
+                    "ansible_host": host.address,
+                    **({"lab_disks": host.disks} if host.disks else {}),
+                    **dict(host.spec.vars),
+                }
+        for g, gv in (group_vars or {}).items():
+            groups.setdefault(g, {"hosts": {}})["vars"] = dict(gv)
+        inventory = {
+            "all": {
+                "vars": {
+                    "ansible_user": "root",
+                    "ansible_python_interpreter": "/usr/bin/python3",
+                    "ansible_ssh_private_key_file": str(self.key),
+                    "ansible_ssh_common_args": " ".join(self.ssh_options()),
+                    "lab_controller_address": self.controller_address,
+                    **dict(all_vars or {}),
+                },
+                "children": groups,
+            }
+        }
+        # JSON is YAML: no YAML library needed, and the file reads back exactly.
+        path.write_text(json.dumps(inventory, indent=2) + "\n")
+        return path
+
+    # -- tear down ------------------------------------------------------------------------------
+
+    def down(self) -> None:
+        """Stop every host and remove everything the lab made. Safe to call twice."""
+        Lab.cleanup(self.workdir)
+        for host in self.hosts.values():
+            host.proc = None
+        self.hosts.clear()
+        self._state = {}
+
+    @staticmethod
+    def cleanup(workdir: Path) -> None:
+        """Remove what a lab in WORKDIR left behind (per its state file): SSH masters, containers,
+        overlay mounts, loop devices, namespaces and links, and the nspawn runtime tmpfs if this
+        lab mounted it and no other container runs."""
+        workdir = Path(workdir).resolve()
+        state_file = workdir / "lab-state.json"
+        if not state_file.exists():
+            return
+        try:
+            state = json.loads(state_file.read_text())
+        except ValueError:
+            state = {}
+        errors: list[str] = []
+        for sock in sorted((workdir / "ssh").glob("cp-*")):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                _run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "lab"], check=False, timeout=10)
+        _stop_containers(state.get("procs", []), errors)
+        for mount in state.get("mounts", []):
+            _umount(Path(mount), errors)
+        for loop in state.get("loops", []):
+            _detach_loop(loop["device"], loop["file"], errors)
+        for ns in reversed(state.get("netns", [])):
+            if Path(f"/run/netns/{ns}").exists():
+                proc = _run(["ip", "netns", "del", ns], check=False)
+                if proc.returncode != 0:
+                    errors.append(f"ip netns del {ns}: {proc.stderr.strip()}")
+        for link in state.get("links", []):
+            # the peer went with its namespace, but the kernel reaps namespaces asynchronously
+            for _ in range(50):
+                if not Path(f"/sys/class/net/{link}").exists():
+                    break
+                _run(["ip", "link", "del", link], check=False)
+                time.sleep(0.1)
+            else:
+                errors.append(f"link {link} still present")
+        for tmpfs in state.get("nspawn_tmpfs", []):
+            if not _nspawn_running() and _is_mount(Path(tmpfs)):
+                _run(["umount", tmpfs], check=False)
+        if errors:
+            raise LabError("lab cleanup incomplete: " + "; ".join(errors))
+        state_file.unlink(missing_ok=True)
+
+
+def _nspawn_running() -> bool:
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if comm.read_text().strip() == "systemd-nspawn":
+                return True
+    return False
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _stop_containers(procs: list[dict[str, Any]], errors: list[str]) -> None:
+    """SIGTERM each systemd-nspawn (the container halts cleanly), then SIGKILL what is left:
+    the container's init (which takes its whole PID namespace with it) and nspawn itself."""
+    live = [(p["pid"], p["start"]) for p in procs if _alive(p["pid"], p["start"])]
+    leaders = {pid: [(c, _start_time(c)) for c in _children(pid)] for pid, _ in live}
+    for pid, _ in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(p, s) for p, s in live):
+        _reap(live)
+        time.sleep(0.2)
+    for pid, start in live:
+        if not _alive(pid, start):
+            continue
+        for child, cstart in leaders.get(pid, []):
+            if _alive(child, cstart):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p, s) for p, s in live):
+        _reap(live)
+        time.sleep(0.1)
+    errors += [f"systemd-nspawn {p} did not exit" for p, s in live if _alive(p, s)]
+
+
+def _reap(live: list[tuple[int, str | None]]) -> None:
+    for pid, _ in live:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def _umount(path: Path, errors: list[str]) -> None:
+    for _ in range(20):
+        if not _is_mount(path):
+            return
+        if _run(["umount", str(path)], check=False).returncode == 0:
+            return
+        time.sleep(0.25)
+    errors.append(f"{path} is still mounted")
+
+
+def _detach_loop(device: str, image: str, errors: list[str]) -> None:
+    backing = Path(f"/sys/block/{Path(device).name}/loop/backing_file")
+    try:
+        current = backing.read_text().strip()
+    except OSError:
+        return  # already detached
+    if os.path.realpath(current.removesuffix(" (deleted)")) != os.path.realpath(image):
+        return  # reused by someone else since
+    for _ in range(20):
+        if _run(["losetup", "-d", device], check=False).returncode == 0:
+            return
+        time.sleep(0.25)
+    errors.append(f"loop device {device} ({image}) could not be detached")
