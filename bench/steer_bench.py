@@ -35,7 +35,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-console = Console()
+console = Console(stderr=True)  # progress and logs; results go to stdout
 CDNLAB = str(Path(sys.executable).parent / "cdnlab")
 V4_BASE = 1 << 24  # 1.0.0.0: /24 number i is V4_BASE + i*256
 
@@ -302,8 +302,9 @@ def main() -> int:
             for name in ("static", "steer"):
                 r = results[name]
                 t.add_row(name, f"{r['rps']:.0f}", f"{r['p99_ms']:.2f}", str(r["errors"]))
-            console.print(t)
-            console.print(f"steer / static = {summary['ratio']:.3f}")
+            out = Console()
+            out.print(t)
+            out.print(f"steer / static = {summary['ratio']:.3f}")
         return 0
     finally:
         if server is not None:
