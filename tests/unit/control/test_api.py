@@ -183,11 +183,12 @@ def test_forwarded_for_only_from_trusted_peers(control_cfg) -> None:
         assert c.get("/v1/locate", params={"ip": "2001:db8:a::9"}).json()["site"] == "site-a"
 
 
-def test_two_monitors_down_only_if_both_say_so(control_cfg, fakes) -> None:
-    """Two control nodes share one database and each monitors: down only when both say so."""
+def test_two_monitors_down_only_if_both_say_so(control_cfg, fakes, database_url: str) -> None:
+    """Two control nodes share one database (SQLite file or PostgreSQL) and each monitors:
+    an appliance is down only when both say so."""
     f = fakes("a1")
-    s1 = ControlState(control_cfg.model_copy(update={"monitor_id": "m1"}))
-    s2 = ControlState(control_cfg.model_copy(update={"monitor_id": "m2"}))
+    s1 = ControlState(control_cfg.model_copy(update={"monitor_id": "m1", "database": database_url}))
+    s2 = ControlState(control_cfg.model_copy(update={"monitor_id": "m2", "database": database_url}))
     # Node 2 cannot reach the appliance from where it stands (a dead admin address).
     s2.monitor._appliances = lambda: [
         a.model_copy(update={"admin_url": "http://127.0.0.1:9"}) for a in s2.appliances.values()
