@@ -42,6 +42,7 @@ class Conn:
         "_headers",
         "_in_request",
         "_reading",
+        "_special",
         "_url",
         "_writing",
         "client",
@@ -69,6 +70,7 @@ class Conn:
         self._reading = False
         self._writing = False
         self._in_request = False
+        self._special = False
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._hbytes = 0
@@ -126,9 +128,10 @@ class Conn:
                 self._fail(cause.status, cause.reason)
             else:
                 self._fail(400, f"malformed request: {exc}")
-        if len(self.queue) >= _MAX_PIPELINE:
-            self._pause_reading()
-        self.flush()
+        if self.queue:  # the fast path may have answered everything already
+            if len(self.queue) >= _MAX_PIPELINE:
+                self._pause_reading()
+            self.flush()
 
     def _fail(self, status: int, reason: str) -> None:
         """Answer a request we could not parse, then close: the stream can no longer be trusted."""
@@ -151,6 +154,9 @@ class Conn:
             raise _Reject(414, "request-target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Range and the If-* preconditions start with r/i: such requests skip the fast path.
+        if name and name[0] | 0x20 in (0x72, 0x69):
+            self._special = True
         self._headers.append((name, value))
         self._hbytes += len(name) + len(value) + 4
         if self._hbytes > self.worker.limits.max_header_bytes:
@@ -161,7 +167,31 @@ class Conn:
     def on_message_complete(self) -> None:
         self._in_request = False
         parser = self.parser
-        keep_alive = parser.should_keep_alive() and not self.worker.draining
+        worker = self.worker
+        if not self._special and not self.queue and parser.get_method() == b"GET" and not worker.draining:
+            # Fast path: a plain GET for a small object the worker holds verified in RAM.
+            data = worker.fast_hit(self._url) if parser.get_http_version() == "1.1" else None
+            if data is not None and parser.should_keep_alive():
+                self._url = b""
+                self._headers = []
+                self._hbytes = 0
+                try:
+                    n = self.sock.send(data)
+                except (BlockingIOError, InterruptedError):
+                    n = 0
+                except OSError:
+                    self.abort()
+                    return
+                if n < len(data):  # the rest waits for the socket like any other response
+                    resp = Response("GET", "", time.monotonic())
+                    resp.parts.append(memoryview(data)[n:])
+                    resp.status = 200
+                    resp.complete = True
+                    resp.cache_status = "fast"  # already counted by fast_hit
+                    self.queue.append(resp)
+                return
+        self._special = False
+        keep_alive = parser.should_keep_alive() and not worker.draining
         resp = self.worker.handler.handle(
             self, parser.get_method(), self._url, self._headers, parser.get_http_version(), keep_alive
         )

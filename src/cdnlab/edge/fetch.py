@@ -162,7 +162,13 @@ class Fetch:
     async def _fetch(self, store_it: bool) -> None:
         worker = self.worker
         started = time.monotonic()
-        up, resp = await worker.upstreams.open(self.target, _UPSTREAM_HEADERS)
+        failures: list[tuple[str, str, float]] = []
+        try:
+            up, resp = await worker.upstreams.open(self.target, _UPSTREAM_HEADERS, failures)
+        finally:
+            # Upstreams that failed before one answered (or all of them) count as fetches too.
+            for url, result, seconds in failures:
+                worker.stats.upstream(url, result, seconds)
         try:
             self.upstream_status = resp.headers.get("Cache-Status", "")
             if resp.status != 200:
@@ -174,9 +180,15 @@ class Fetch:
                 up.url, "ok" if self.failed is None else "truncated", time.monotonic() - started
             )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            worker.stats.upstream(
-                up.url, "timeout" if isinstance(exc, TimeoutError) else "error", time.monotonic() - started
-            )
+            # A body that had begun and broke off (short of its Content-Length, or a chunked body
+            # cut before its last chunk) is "truncated"; a stall is "timeout".
+            if isinstance(exc, TimeoutError):
+                result = "timeout"
+            elif self.meta is not None:
+                result = "truncated"
+            else:
+                result = "error"
+            worker.stats.upstream(up.url, result, time.monotonic() - started)
             if not self.outcome:
                 raise UpstreamError(
                     504 if isinstance(exc, TimeoutError) else 502,

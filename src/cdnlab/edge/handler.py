@@ -41,7 +41,6 @@ def status_line(status: int) -> bytes:
     return f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n".encode()
 
 
-_HEAD_200 = b"HTTP/1.1 200 OK\r\nServer: cdnlab\r\nDate: "
 _STATUS_LINES = {s: status_line(s) for s in (200, 206, 304, 400, 403, 404, 405, 412, 416, 502, 503, 504)}
 
 
@@ -54,7 +53,7 @@ class Handler:
         self.require_signature = bool(self.keys) and worker.config.signing.required
         self.max_ranges = worker.config.limits.max_ranges
         # raw request-target -> (path, cache key): spares normalisation on repeated URLs.
-        self._targets: dict[bytes, tuple[str, str]] = {}
+        self.targets: dict[bytes, tuple[str, str]] = {}
 
     # entry points ----------------------------------------------------------------------------
 
@@ -84,7 +83,7 @@ class Handler:
             lname = name.lower()
             if lname in _WANTED:
                 hdrs[lname] = value.decode("latin-1")
-        cached = self._targets.get(url)
+        cached = self.targets.get(url)
         if cached is None:
             try:
                 path, query = normalize_target(url)
@@ -100,8 +99,8 @@ class Handler:
                     self.w.stats.signature_refused += 1
                     return self.error(403, f"signed URL refused: {verdict.value}", method, path)
             key = self.w.cache_key(path, query)
-            if not self.keys and len(self._targets) < 65536:
-                self._targets[url] = (path, key)
+            if not self.keys and len(self.targets) < 65536:
+                self.targets[url] = (path, key)
         else:
             path, key = cached
         resp = Response(method, path, started)
@@ -121,16 +120,8 @@ class Handler:
                 resp.status = 200
                 resp.body_bytes = meta.size
                 resp.parts.append(
-                    b"".join(
-                        (
-                            _HEAD_200,
-                            self.w.date.get(),
-                            meta.head_200,
-                            meta.age_line(),
-                            self.hit_status,
-                            close_hdr,
-                            b"\r\n" if method == "HEAD" else b"\r\n" + body,
-                        )
+                    meta.whole_200(
+                        self.w.date.get(), self.hit_status, close_hdr, None if method == "HEAD" else body
                     )
                 )
                 resp.complete = True

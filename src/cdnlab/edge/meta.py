@@ -62,6 +62,20 @@ class ObjectMeta:
             self._head_200 = b"\r\n" + self.static_headers + b"Content-Length: %d\r\n" % self.size
         return self._head_200
 
+    def whole_200(self, date: bytes, cache_status: bytes, close_hdr: bytes, body: bytes | None) -> bytes:
+        """The complete answer for a whole object held in memory (``body`` None: HEAD)."""
+        return b"".join(
+            (
+                _HEAD_200,
+                date,
+                self.head_200,
+                self.age_line(),
+                cache_status,
+                close_hdr,
+                b"\r\n" if body is None else b"\r\n" + body,
+            )
+        )
+
     def age_line(self) -> bytes:
         """RFC 9111 §5.1 Age for stored objects (recomputed once a second); none for pass-through."""
         if self.tier == "upstream":
@@ -71,6 +85,9 @@ class ObjectMeta:
             self._age_at = now
             self._age = b"Age: %d\r\n" % max(0, now - int(self.stored_at))
         return self._age
+
+
+_HEAD_200 = b"HTTP/1.1 200 OK\r\nServer: cdnlab\r\nDate: "
 
 
 def _canonical(name: str) -> str:

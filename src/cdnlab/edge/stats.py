@@ -51,6 +51,12 @@ class WorkerStats:
             self.bytes_by_tier[tier] += nbytes
         self.request_seconds.observe(seconds)
 
+    def fast_hit(self, nbytes: int) -> None:
+        """A whole RAM object answered inside the parser callback: well under the first bucket."""
+        self.requests[(200, "hit")] += 1
+        self.bytes_by_tier["ram"] += nbytes
+        self.request_seconds.counts[0] += 1
+
     def rejected(self, status: int) -> None:
         self.requests[(status, "error")] += 1
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -107,15 +108,23 @@ class UpstreamPool:
             except (aiohttp.ClientError, TimeoutError, OSError):
                 continue
 
-    async def open(self, target: str, headers: dict[str, str]) -> tuple[Upstream, aiohttp.ClientResponse]:
+    async def open(
+        self,
+        target: str,
+        headers: dict[str, str],
+        failures: list[tuple[str, str, float]] | None = None,
+    ) -> tuple[Upstream, aiohttp.ClientResponse]:
         """GET ``target`` (path and query) from the first upstream that answers without a 5xx.
 
         The caller must release the response. A 5xx from the last candidate is returned as is, so
-        the client sees the origin's own error rather than a made-up one.
+        the client sees the origin's own error rather than a made-up one. Each upstream that
+        failed on the way is appended to ``failures`` as (url, "timeout" | "error", seconds), so
+        the caller can count it (``upstream_fetches_total{result}``).
         """
         last_error: UpstreamError | None = None
         cands = self.candidates()
         for i, up in enumerate(cands):
+            started = time.monotonic()
             try:
                 resp = await self.session.get(
                     up.url + target, headers=headers, allow_redirects=False, compress=None
@@ -123,14 +132,20 @@ class UpstreamPool:
             except TimeoutError:
                 self.mark_down(up, "timeout")
                 last_error = UpstreamError(504, f"upstream {up.url} timed out")
+                if failures is not None:
+                    failures.append((up.url, "timeout", time.monotonic() - started))
                 continue
             except (aiohttp.ClientError, OSError) as exc:
                 self.mark_down(up, str(exc) or type(exc).__name__)
                 last_error = UpstreamError(502, f"upstream {up.url} failed: {exc or type(exc).__name__}")
+                if failures is not None:
+                    failures.append((up.url, "error", time.monotonic() - started))
                 continue
             if resp.status >= 500 and i < len(cands) - 1:
                 self.mark_down(up, f"answered {resp.status}")
                 resp.release()
+                if failures is not None:
+                    failures.append((up.url, "error", time.monotonic() - started))
                 continue
             return up, resp
         assert last_error is not None

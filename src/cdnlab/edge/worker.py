@@ -143,6 +143,25 @@ class Worker:
         self._hits[key] += 1
         return obj
 
+    def fast_hit(self, url: bytes) -> bytes | None:
+        """The whole answer to a plain GET of ``url`` if the object is in this worker's RAM, counted
+        as served; None sends the request down the general path."""
+        if self.access is not None:
+            return None  # every request must reach the access log
+        target = self.handler.targets.get(url)
+        if target is None:
+            return None
+        if self.shm.seq != self._seen_seq:
+            self._invalidate(self.shm.seq)
+        obj = self._hot.get(target[1])
+        if obj is None or obj[2] is None:
+            return None
+        meta, _, body = obj
+        self._hits[target[1]] += 1
+        data = meta.whole_200(self.date.get(), self.handler.hit_status, b"", body)
+        self.stats.fast_hit(len(data))
+        return data
+
     def _load(self, key: str) -> HotObject | None:
         try:
             entry = self.store.lookup(key)
@@ -217,6 +236,8 @@ class Worker:
     # connections -----------------------------------------------------------------------------
 
     def finished(self, conn: Conn, resp: Response) -> None:
+        if resp.cache_status == "fast":
+            return  # the tail of a fast-path answer, counted when it was sent
         seconds = time.monotonic() - resp.started
         self.stats.request(resp.status, resp.cache_status, resp.tier, resp.sent, seconds)
         if self.access is not None:
