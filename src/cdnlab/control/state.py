@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import threading
 import time
 from collections import defaultdict
 
@@ -59,6 +60,7 @@ class ControlState:
         self._rebuilt_at = 0.0
         self._polled_last_round = False
         self._frozen_at = 0.0
+        self._lock = threading.RLock()
         self.monitor = HealthMonitor(
             cfg.monitor_id,
             cfg.health,
@@ -77,6 +79,10 @@ class ControlState:
 
     def reload(self, force: bool = True) -> bool:
         """Re-read registry and inventory if any node changed them; other monitors' views always."""
+        with self._lock:
+            return self._reload(force)
+
+    def _reload(self, force: bool) -> bool:
         rev = self.store.revision()
         changed = force or rev != self._revision
         if changed:
@@ -99,6 +105,12 @@ class ControlState:
         return views
 
     def rebuild(self) -> None:
+        # API threads (registrations) and the event loop (health rounds) both rebuild: one at a
+        # time, so an older snapshot can never replace a newer one.
+        with self._lock:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
         now = time.time()
         views = self.views_for()
         available: dict[str, bool] = {}
@@ -317,6 +329,10 @@ class ControlState:
                 log.exception("refresh failed")
 
     def _load_registry(self, rev: int) -> None:
+        with self._lock:
+            self._load_registry_locked(rev)
+
+    def _load_registry_locked(self, rev: int) -> None:
         self.appliances = {a.id: a for a in self.store.list_appliances()}
         self.title_index = self.store.title_index()
         self.generations = self.store.inventory_generations()
