@@ -114,7 +114,7 @@ def build_app(master: Master) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         loop = asyncio.get_running_loop()
         body = await loop.run_in_executor(None, master.health)
-        return web.json_response(body, status=200 if master.state == "serving" else 503)
+        return web.json_response(body, status=200 if body["state"] == "serving" else 503)
 
     @routes.get("/metrics")
     async def metrics(request: web.Request) -> web.Response:

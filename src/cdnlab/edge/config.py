@@ -53,6 +53,21 @@ class AdminConfig(_Strict):
     _hp = field_validator("listen")(classmethod(lambda cls, v: _check_hostport(v)))
 
 
+class ControlConfig(_Strict):
+    """Where to report inventory (the control plane); without a url nothing is reported."""
+
+    url: str | None = None
+    report_interval: float = Field(default=10.0, gt=0)
+    token: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http:// or https:// URL, got {v!r}")
+        return v
+
+
 class LimitsConfig(_Strict):
     max_header_bytes: Size = 16384
     max_headers: int = Field(default=100, gt=0)
@@ -89,6 +104,7 @@ class EdgeConfig(_Strict):
     tiers: list[TierConfig] = Field(min_length=1)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     signing: SigningConfig = Field(default_factory=SigningConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 

@@ -67,6 +67,7 @@ class Master:
         self._stopping = False
         self._rate: tuple[float, int, int] | None = None
         self._rates = (0.0, 0.0)
+        self.reporter: Any = None
 
     # start -----------------------------------------------------------------------------------
 
@@ -161,7 +162,7 @@ class Master:
             "site": self.config.site,
             "role": self.config.role,
             "version": __version__,
-            "state": self.state,
+            "state": self.public_state(),
             "workers": self.workers_alive(),
             "disks": self.disks(),
             "load": {
@@ -170,6 +171,13 @@ class Master:
                 "bytes_total": bytes_total,
                 "requests_per_s": round(self._rates[0], 2),
                 "bytes_per_s": round(self._rates[1], 1),
+            },
+            "inventory_report": None
+            if self.reporter is None
+            else {
+                "control": self.config.control.url,
+                "generation": self.reporter.generation,
+                "error": self.reporter.last_error,
             },
             "upstreams": [
                 {"url": u, "healthy": totals["upstream_health"].get(u)} for u in self.config.upstreams
@@ -187,13 +195,24 @@ class Master:
             self._rates = (max(0, req - r0) / dt, max(0, byt - b0) / dt)
         self._rate = (now, req, byt)
 
+    def snapshot(self) -> dict[str, tuple[int, str, str]]:
+        """What the store holds: key -> (size, sha256, tier)."""
+        assert self.store is not None
+        return {e.key: (e.size, e.sha256, e.tier) for e in self.store.iter_entries()}
+
     def inventory(self) -> dict[str, Any]:
-        assert self.store is not None and self.shm is not None
-        objects = [
-            {"key": e.key, "size": e.size, "sha256": e.sha256, "tier": e.tier}
-            for e in self.store.iter_entries()
-        ]
+        assert self.shm is not None
+        objects = [{"key": k, "size": v[0], "sha256": v[1], "tier": v[2]} for k, v in self.snapshot().items()]
         return {"id": self.config.id, "generation": self.shm.seq, "objects": objects}
+
+    def ready(self) -> bool:
+        """Every worker is listening (each publishes its counters once its sockets are bound)."""
+        return all((self.rundir / f"stats-{i}.json").exists() for i in range(self.config.workers))
+
+    def public_state(self) -> str:
+        if self.state == "serving" and not self.ready():
+            return "starting"
+        return self.state
 
     def purge(self, key: str | None, prefix: str | None) -> int:
         assert self.store is not None and self.shm is not None
@@ -290,8 +309,22 @@ def serve(config: EdgeConfig) -> int:
             flush=True,
         )
         sup = loop.create_task(master.supervise())
+        if config.control.url:
+            from cdnlab.edge.reporter import InventoryReporter
+
+            reporter = InventoryReporter(
+                config.id,
+                config.control.url,
+                config.control.report_interval,
+                master.snapshot,
+                config.control.token,
+            )
+            master.reporter = reporter
+            report_task = loop.create_task(reporter.run())
         await stop.wait()
         sup.cancel()
+        if config.control.url:
+            report_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sup
         await master.stop()
