@@ -285,7 +285,7 @@ def test_3_5_authorization_needs_must_revalidate_public_or_s_maxage(
     assert store(headers)[0] == (expected[1] != "private")
 
 
-@pytest.mark.parametrize("vary", ["*", "Accept-Encoding, *", " * ", "*,Origin"])
+@pytest.mark.parametrize("vary", ["*", "Accept-Encoding, *", " * ", "*,Origin", "User Agent"])
 def test_4_1_vary_star_is_never_stored(vary: str) -> None:
     assert store({"Cache-Control": "public, max-age=60", "Vary": vary}) == (False, "vary-star")
     assert store({"Cache-Control": "max-age=60", "vary": vary}) == (False, "vary-star")

@@ -68,6 +68,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from cdnlab.edge.httpdate import format_http_date, parse_http_date
+from cdnlab.edge.vary import parse_vary
 
 if TYPE_CHECKING:
     from cdnlab.policy.catalog import TtlClass
@@ -288,7 +289,8 @@ def storable(
 
     Refusals (checked in this order): "method" (only GET and HEAD), "status" (interim, 304, or
     not understood under must-understand), "partial-content" (206), "request-no-store",
-    "no-store", "private" (unqualified), "authorization", "vary-star", "set-cookie", "policy"
+    "no-store", "private" (unqualified), "authorization", "vary-star" (``*`` or a member that is
+    not a field name, see ``vary.parse_vary``), "set-cookie", "policy"
     (the TTL class is not cacheable), "no-freshness" (no explicit freshness, not public and not
     heuristically cacheable).
 
@@ -323,8 +325,9 @@ def storable(
     ):
         return False, "authorization"
     vary = _get(response_headers, "vary")
-    if vary is not None and "*" in vary and any(p.strip(" \t") == "*" for p in vary.split(",")):
-        # §4.1: a stored Vary: * never matches, so storing it is pointless.
+    if vary is not None and parse_vary(vary) is None:
+        # §4.1: a stored Vary: * never matches, so storing it is pointless. parse_vary also says
+        # None for a member that is not a field name: no variant key could be built for it.
         return False, "vary-star"
     if _get(response_headers, "set-cookie") is not None:
         named = _field_names(response_cc.get("private")) | _field_names(response_cc.get("no-cache"))
