@@ -609,7 +609,10 @@ class ScriptedUpstream:
 
     By path prefix: ``/trunc/N/...`` promises Content-Length N, sends N // 2 bytes, then closes;
     ``/hang/...`` reads the request and never answers (until stopped); ``/ok/N/...`` answers
-    N bytes properly; anything else 404. Every request is counted by path. One thread per
+    N bytes properly; ``/chunked/N/...`` sends N bytes chunked (no Content-Length);
+    ``/chunktrunc/N/...`` sends half of them chunked, then closes without the last chunk; anything
+    else 404. The bytes are ``content_bytes(path, N)``, as ``Nginx.put(path, N)`` writes them.
+    With ``hang_all`` set every request hangs. Every request is counted by path. One thread per
     connection; everything ends when the context exits.
     """
 
@@ -622,6 +625,7 @@ class ScriptedUpstream:
         self.port = self.sock.getsockname()[1]
         self.stopping = threading.Event()
         self.hits: dict[str, int] = {}
+        self.hang_all = False
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
@@ -669,8 +673,26 @@ class ScriptedUpstream:
                 self.hits[path] = self.hits.get(path, 0) + 1
             parts = path.split("/")
             try:
-                if path.startswith("/hang/"):
+                if path.startswith("/hang/") or self.hang_all:
                     self.stopping.wait(30)
+                    return
+                if path.startswith(("/chunked/", "/chunktrunc/")) and len(parts) > 2 and parts[2].isdigit():
+                    n = int(parts[2])
+                    body = content_bytes(path, n)
+                    head = (
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                    )
+                    if method == "HEAD":
+                        conn.sendall(head)
+                        return
+                    conn.sendall(head)
+                    send = body if path.startswith("/chunked/") else body[: n // 2]
+                    for i in range(0, len(send), 50_000):
+                        piece = send[i : i + 50_000]
+                        conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    if path.startswith("/chunked/"):
+                        conn.sendall(b"0\r\n\r\n")
                     return
                 if path.startswith(("/trunc/", "/ok/")) and len(parts) > 2 and parts[2].isdigit():
                     n = int(parts[2])

@@ -15,7 +15,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from helpers import NGINX, Edge, Nginx, edge, nginx
+from helpers import NGINX, Edge, Nginx, ScriptedUpstream, edge, nginx
+
+from .edgecheck import config_toml
 
 # /slow/ trickles (so misses are still in flight while more requests arrive);
 # /nostore/ is marked uncacheable by the origin.
@@ -85,4 +87,36 @@ def main_edge(tmp_path_factory: pytest.TempPathFactory, origin: Nginx) -> Iterat
     base = tmp_path_factory.mktemp("main-edge")
     with edge(base, [origin.url], config=MAIN_CONFIG) as e:
         e.extra["access_log"] = base / "access.jsonl"
+        yield e
+
+
+@pytest.fixture(scope="session")
+def scripted() -> Iterator[ScriptedUpstream]:
+    """The misbehaving upstream (see helpers.ScriptedUpstream)."""
+    with ScriptedUpstream() as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def scripted_edge(tmp_path_factory: pytest.TempPathFactory, scripted: ScriptedUpstream) -> Iterator[Edge]:
+    """An edge in front of the scripted upstream: 1 s upstream read timeout, 1.5 s send timeout."""
+    cfg = config_toml(
+        limits="upstream_read_timeout = 1.0\nupstream_probe_interval = 0.5\nsend_timeout = 1.5",
+        admin='purge_token = "scripted-token"',
+    )
+    with edge(tmp_path_factory.mktemp("scripted"), [scripted.url], config=cfg) as e:
+        yield e
+
+
+@pytest.fixture(scope="session")
+def shield(tmp_path_factory: pytest.TempPathFactory, origin: Nginx) -> Iterator[Edge]:
+    """A shield started with the quick flags (role shield), in front of the origin."""
+    with edge(tmp_path_factory.mktemp("shield"), [origin.url], role="shield") as e:
+        yield e
+
+
+@pytest.fixture(scope="session")
+def tiered_edge(tmp_path_factory: pytest.TempPathFactory, shield: Edge) -> Iterator[Edge]:
+    """An edge whose upstream is the shield: client -> edge -> shield -> origin."""
+    with edge(tmp_path_factory.mktemp("tiered"), [shield.url], config=config_toml()) as e:
         yield e

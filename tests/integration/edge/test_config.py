@@ -7,27 +7,29 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CDNLAB, Nginx, RawConn, edge, free_port, sha256
+from helpers import CDNLAB, Edge, Nginx, RawConn, free_port, sha256
 
 from .edgecheck import assert_hit, assert_miss_stored, config_toml
 
 
-def test_quick_flags_serve_and_pull_through(tmp_path: Path, origin: Nginx) -> None:
+def test_quick_flags_serve_and_pull_through(shield: Edge, origin: Nginx) -> None:
+    """The ``shield`` fixture is started with the quick flags only (--listen, --admin-listen,
+    --store, --upstream, --role shield)."""
     data = origin.put("/config/quick.bin", 50_000)
-    with edge(tmp_path / "quick", [origin.url], role="shield") as e:
-        with RawConn(e.port) as c:
-            r = c.get("/config/quick.bin")
-            assert r.status == 200 and r.body == data
-            assert_miss_stored(r.headers)
-            e.wait_stored("/config/quick.bin")
-            assert_hit(c.get("/config/quick.bin").headers)
-        h = e.health()
-        assert h["role"] == "shield" and h["state"] == "serving"
-        assert len(h["disks"]) == 1
-        assert Path(h["disks"][0]["path"]).is_relative_to(e.store)
-        # the store and its index live under --store
-        assert any(p.is_file() for p in e.store.rglob("*"))
-        assert e.inventory_keys()["/config/quick.bin"]["sha256"] == sha256(data)
+    e = shield
+    with RawConn(e.port) as c:
+        r = c.get("/config/quick.bin")
+        assert r.status == 200 and r.body == data
+        assert_miss_stored(r.headers)
+        e.wait_stored("/config/quick.bin")
+        assert_hit(c.get("/config/quick.bin").headers)
+    h = e.health()
+    assert h["role"] == "shield" and h["state"] == "serving"
+    assert len(h["disks"]) == 1
+    assert Path(h["disks"][0]["path"]).is_relative_to(e.store)
+    # the store and its index live under --store
+    assert any(p.is_file() for p in e.store.rglob("*"))
+    assert e.inventory_keys()["/config/quick.bin"]["sha256"] == sha256(data)
 
 
 def test_config_file_values_are_used(main_edge) -> None:  # type: ignore[no-untyped-def]

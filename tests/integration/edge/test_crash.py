@@ -46,10 +46,14 @@ def _objects(origin: Nginx, rng: random.Random) -> dict[str, bytes]:
 
 
 def _fetch_all(
-    e: Edge, paths: list[str], threads: int, stop: threading.Event | None = None
+    e: Edge,
+    paths: list[str],
+    threads: int,
+    stop: threading.Event | None = None,
+    done: list[str] | None = None,
 ) -> tuple[dict[str, list], list[tuple[str, str]]]:
     """Fetch every path on ``threads`` keep-alive connections; complete answers by path, and the
-    failures (cut-off connections) as (path, reason)."""
+    failures (cut-off connections) as (path, reason). ``done`` gets each completed path."""
     work: queue.Queue[str] = queue.Queue()
     for p in paths:
         work.put(p)
@@ -69,6 +73,8 @@ def _fetch_all(
                 r = conn.get(p)
                 with lock:
                     got.setdefault(p, []).append(r)
+                    if done is not None:
+                        done.append(p)
             except (OSError, IncompleteResponse) as exc:
                 with lock:
                     failed.append((p, type(exc).__name__))
@@ -100,17 +106,28 @@ def test_kill_9_while_storing_then_restart_serves_only_whole_objects(tmp_path: P
     with edge(base, [origin.url], config=CONFIG) as e:
         stop = threading.Event()
         result: dict = {}
+        done: list[str] = []
         clients = threading.Thread(
-            target=lambda: result.update(zip(("got", "failed"), _fetch_all(e, paths, 24, stop), strict=True))
+            target=lambda: result.update(
+                zip(("got", "failed"), _fetch_all(e, paths, 24, stop, done), strict=True)
+            )
         )
+        # A random moment while transfers are surely in flight: after k of 90 objects completed,
+        # with 24 clients busy on the rest.
+        k = rng.randrange(0, 55)
+        t0 = time.monotonic()
         clients.start()
-        delay = rng.uniform(0.2, 0.8)
-        time.sleep(delay)
+        deadline = t0 + 20
+        while len(done) < k and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.05))
+        delay = time.monotonic() - t0
         e.kill9()
         stop.set()
         clients.join(60)
         assert not clients.is_alive()
         assert e.proc.returncode == -9
+    why = f"(seed {seed}, kill after {delay:.2f} s and {k} objects, {len(result['failed'])} transfers cut)"
     # Everything answered in full before the kill was the right object.
     for p, rs in result["got"].items():
         for r in rs:
@@ -124,10 +141,6 @@ def test_kill_9_while_storing_then_restart_serves_only_whole_objects(tmp_path: P
         for k, o in inv.items():
             assert o["size"] == len(objs[k]) and o["sha256"] == sha256(objs[k]), f"{k} stored wrong {why}"
         origin_before = {p: origin.fetches(p) for p in paths}
-        print(
-            f"DEBUG delay={delay:.2f} complete={sum(len(v) for v in result['got'].values())} "
-            f"failed={len(result['failed'])} indexed={len(inv)} of {len(objs)}"
-        )
 
         # 3. Fetch everything: right bytes every time; what the index had is a hit, the rest a miss.
         got, failed = _fetch_all(e, paths, 8)

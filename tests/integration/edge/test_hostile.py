@@ -142,44 +142,82 @@ def test_ambiguous_framing_gives_400_and_closes(main_edge: Edge, origin: Nginx, 
     assert origin.fetches("/hostile/smuggled.bin") == 0
 
 
-def test_slow_client_is_disconnected(main_edge: Edge, origin: Nginx) -> None:
+def test_slow_clients_are_disconnected(main_edge: Edge, origin: Nginx) -> None:
+    """A client dripping its header (header_timeout 1 s) and one sending nothing at all
+    (keepalive_timeout 3 s) are both let go; everyone else is served meanwhile."""
     data = origin.put("/hostile/slowloris.bin", 100)
     t0 = time.monotonic()
-    with socket.create_connection(("127.0.0.1", main_edge.port), timeout=10) as s:
-        s.sendall(b"GET /hostile/slowloris.bin HTTP/1.1\r\nHost: a\r\n")
-        closed_at = None
-        for i in range(20):  # a byte every 0.25 s: never finishes the head within header_timeout
-            try:
-                s.sendall(b"X-Drip-%d: y\r\n" % i)
-            except OSError:
-                closed_at = time.monotonic()
-                break
-            s.settimeout(0.25)
-            try:
-                got = s.recv(4096)
-            except TimeoutError:
-                continue
-            except ConnectionResetError:
-                closed_at = time.monotonic()
-                break
-            if not got or got.startswith(b"HTTP/1.1 408"):
-                closed_at = time.monotonic()
-                break
-        assert closed_at is not None, "slow client never disconnected"
-        assert closed_at - t0 < 3.5, closed_at - t0
-    # meanwhile everyone else is served
-    with RawConn(main_edge.port) as c:
-        assert c.get("/hostile/slowloris.bin").body == data
-
-
-def test_silent_connection_is_closed(main_edge: Edge) -> None:
-    t0 = time.monotonic()
-    with socket.create_connection(("127.0.0.1", main_edge.port), timeout=8) as s:
+    silent = socket.create_connection(("127.0.0.1", main_edge.port), timeout=8)
+    try:
+        with socket.create_connection(("127.0.0.1", main_edge.port), timeout=10) as s:
+            s.sendall(b"GET /hostile/slowloris.bin HTTP/1.1\r\nHost: a\r\n")
+            closed_at = None
+            for i in range(20):  # a header line every 0.25 s: the head is never finished in time
+                try:
+                    s.sendall(b"X-Drip-%d: y\r\n" % i)
+                except OSError:
+                    closed_at = time.monotonic()
+                    break
+                s.settimeout(0.25)
+                try:
+                    got = s.recv(4096)
+                except TimeoutError:
+                    continue
+                except ConnectionResetError:
+                    closed_at = time.monotonic()
+                    break
+                if not got or got.startswith(b"HTTP/1.1 408"):
+                    closed_at = time.monotonic()
+                    break
+            assert closed_at is not None, "slow client never disconnected"
+            assert closed_at - t0 < 3.5, closed_at - t0
+        with RawConn(main_edge.port) as c:
+            assert c.get("/hostile/slowloris.bin").body == data
         try:
-            got = s.recv(1)
+            got = silent.recv(1)
         except ConnectionResetError:
             got = b""
-    assert got == b"" and time.monotonic() - t0 < 6
+        assert got == b"" and time.monotonic() - t0 < 6.5, "a silent connection was kept open"
+    finally:
+        silent.close()
+
+
+def test_client_that_stops_reading_is_disconnected(scripted_edge: Edge) -> None:
+    """send_timeout (1.5 s on this edge): a client that never reads is let go; others are served."""
+    path = "/ok/8000000/stall.bin"
+    with RawConn(scripted_edge.port) as c:
+        full = c.get(path).body
+    scripted_edge.wait_stored(path)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    s.connect(("127.0.0.1", scripted_edge.port))
+    try:
+        s.sendall(build_request("GET", path))
+        time.sleep(4.0)  # not reading: the daemon's writes stall
+        s.settimeout(5)
+        n = 0
+        try:
+            while n < len(full) + 1000:
+                chunk = s.recv(262144)
+                if not chunk:
+                    break
+                n += len(chunk)
+        except ConnectionResetError:
+            pass
+        except TimeoutError:
+            pytest.fail(f"connection neither finished nor closed ({n} bytes)")
+        assert n < len(full), "the stalled client still got the whole object"
+    finally:
+        s.close()
+    with RawConn(scripted_edge.port) as c:
+        assert sha256(c.get(path).body) == sha256(full)
+
+
+def test_overlong_request_target_is_refused(main_edge: Edge) -> None:
+    r, closed = _one(main_edge, build_request("GET", "/hostile/" + "a" * 9000))
+    assert r.status in (414, 431), r.status
+    assert_common(r)
+    assert closed
 
 
 def test_client_leaving_mid_response_harms_nothing(main_edge: Edge, origin: Nginx) -> None:

@@ -188,3 +188,46 @@ def test_every_kind_of_response_has_date_cache_status_and_length(main_edge: Edge
             assert "last-modified" in r.headers
         if want == 200 and method == "GET":
             assert r.body == data
+
+
+def test_a_hundred_pipelined_requests_in_one_write(main_edge: Edge, origin: Nginx) -> None:
+    """More than any sane pipeline depth: all answered, in order, none lost or reordered."""
+    objs = {f"/http/deep-{i}.bin": origin.put(f"/http/deep-{i}.bin", 1000 + 37 * i) for i in range(5)}
+    paths = list(objs)
+    reqs = []
+    for i in range(100):
+        p = paths[i % 5]
+        hdrs = {"Range": f"bytes={i}-{i + 9}"} if i % 3 == 0 else {}
+        reqs.append((p, hdrs))
+    reqs[-1] = (reqs[-1][0], {**reqs[-1][1], "Connection": "close"})
+    payload = b"".join(build_request("GET", p, h) for p, h in reqs)
+    raw, closed = exchange(main_edge.port, payload, timeout=15)
+    assert closed
+    rs = parse_all(raw, ["GET"] * len(reqs))
+    for i, (r, (p, h)) in enumerate(zip(rs, reqs, strict=True)):
+        if "Range" in h:
+            assert r.status == 206 and r.body == objs[p][i : i + 10], i
+        else:
+            assert r.status == 200 and r.body == objs[p], i
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_get_with_a_body_keeps_the_connection_in_sync(main_edge: Edge, origin: Nginx, chunked: bool) -> None:
+    """A request body on GET has no meaning here, but it must be read past, never taken for the
+    next request (RFC 9112 §6.3)."""
+    data = origin.put("/http/with-body.bin", 1000)
+    smuggled = b"GET /http/never-asked.bin HTTP/1.1\r\nHost: a\r\n\r\n"
+    if chunked:
+        head = b"GET /http/with-body.bin HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(smuggled), smuggled)
+    else:
+        head = b"GET /http/with-body.bin HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(smuggled)
+        body = smuggled
+    raw, _ = exchange(
+        main_edge.port, head + body + build_request("GET", "/http/with-body.bin", {"Connection": "close"})
+    )
+    rs = parse_all(raw, ["GET", "GET"])
+    assert [r.status for r in rs] == [200, 200]
+    assert rs[0].body == rs[1].body == data
+    assert raw.count(b"HTTP/1.1 ") == 2
+    assert origin.fetches("/http/never-asked.bin") == 0
