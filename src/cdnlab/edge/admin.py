@@ -152,6 +152,7 @@ def build_app(master: Master) -> web.Application:
     async def drain(request: web.Request) -> web.Response:
         if request.query.get("cancel"):
             master.undrain()
+            await master.wait_ready(10.0)
         else:
             master.drain()
         return web.json_response({"state": master.state})
@@ -159,6 +160,7 @@ def build_app(master: Master) -> web.Application:
     @routes.post("/undrain")
     async def undrain(request: web.Request) -> web.Response:
         master.undrain()
+        await master.wait_ready(10.0)  # answer once the workers listen again
         return web.json_response({"state": master.state})
 
     @routes.get("/")

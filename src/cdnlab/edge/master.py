@@ -34,6 +34,7 @@ log = logging.getLogger("cdnlab.edge.master")
 
 # A worker needs a descriptor per client connection, per open object file and per upstream socket.
 FDS_PER_WORKER_MIN = 1024
+STARTUP_TIMEOUT = 30.0
 
 
 class StartupError(Exception):
@@ -209,6 +210,16 @@ class Master:
         """Every worker is listening (each publishes its counters once its sockets are bound)."""
         return all((self.rundir / f"stats-{i}.json").exists() for i in range(self.config.workers))
 
+    async def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ready():
+                return True
+            if self.procs and all(p.poll() is not None for p in self.procs.values()):
+                return False  # every worker died
+            await asyncio.sleep(0.02)
+        return self.ready()
+
     def public_state(self) -> str:
         if self.state == "serving" and not self.ready():
             return "starting"
@@ -297,6 +308,12 @@ def serve(config: EdgeConfig) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         master.spawn_all()
+        # The admin API opens only once every worker listens, so "admin answers" means "serving".
+        if not await master.wait_ready(STARTUP_TIMEOUT):
+            print("cdnlab edge: workers did not start listening (see the log above)", file=sys.stderr)
+            await master.stop()
+            master.cleanup()
+            raise SystemExit(1)
         runner = web.AppRunner(build_app(master), access_log=None)
         await runner.setup()
         host, _, port = config.admin.listen.rpartition(":")
