@@ -229,6 +229,32 @@ def build_wheelhouse(repo: Path, cache_dir: Path = CACHE_DIR, *, progress: Progr
     return target
 
 
+def wheelhouse_archive(repo: Path, cache_dir: Path = CACHE_DIR, *, progress: Progress = _quiet) -> Path:
+    """The wheelhouse as one uncompressed tar (the roles unpack it in one step, which is much
+    faster over SSH than copying each wheel). Byte-for-byte stable for the same wheels."""
+    import tarfile
+
+    wheels = build_wheelhouse(repo, cache_dir, progress=progress)
+    archive = wheels.with_suffix(".tar")
+    if archive.exists():
+        return archive
+    with _locked(wheels.with_suffix(".tar.lock")):
+        if archive.exists():
+            return archive
+        tmp = wheels.with_suffix(".tar.tmp")
+        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for whl in sorted(wheels.glob("*.whl")):
+                info = tar.gettarinfo(str(whl), arcname=whl.name)
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                info.mtime = 315532800
+                info.mode = 0o644
+                with open(whl, "rb") as f:
+                    tar.addfile(info, f)
+        tmp.replace(archive)
+    return archive
+
+
 def _python() -> str:
     import sys
 

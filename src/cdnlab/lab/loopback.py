@@ -23,12 +23,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cdnlab.lab import procs
+from cdnlab.lab import procs, steering
 from cdnlab.signing import sign_path
 
 SEGMENT = 512 * 1024
 PROFILES = {"240p": 96 * 1024, "480p": 384 * 1024, "1080p": 1536 * 1024}  # bytes per segment
-SEGMENTS = 6
+SEGMENTS = 12
 KEY_ID, KEY = "lab1", "lab-signing-key-not-secret"
 PURGE_TOKEN = "lab-purge-token"
 
@@ -44,6 +44,7 @@ class Check:
 class Report:
     checks: list[Check] = field(default_factory=list)
     fetches: list[dict[str, object]] = field(default_factory=list)
+    qoe: dict[str, dict] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -150,7 +151,7 @@ def run(out: Path, console: Console) -> Report:
     console.rule("[bold]cdnlab loopback lab: origin (nginx) → shield → edge → client")
     with ExitStack() as stack:
         origin = stack.enter_context(procs.nginx(work / "origin", root))
-        console.print(f"origin  nginx         {origin.url}")
+        console.print(f"origin   nginx            {origin.url}")
         shield = stack.enter_context(
             procs.edge(
                 work / "shield",
@@ -158,27 +159,47 @@ def run(out: Path, console: Console) -> Report:
                 name="shield",
             )
         )
-        console.print(f"shield  cdnlab edge   {shield.url} (admin {shield.admin})")
-        edge = stack.enter_context(
-            procs.edge(
-                work / "edge",
-                procs.edge_config(
-                    [shield.url, origin.url],
-                    ident="edge-1",
-                    workers=2,
-                    ram="64M",
-                    signing_keys={KEY_ID: KEY},
-                    purge_token=PURGE_TOKEN,
-                ),
-            )
+        console.print(f"shield   cdnlab edge      {shield.url} (admin {shield.admin})")
+        control = stack.enter_context(
+            procs.control(work / "control", steering.control_config(work, KEY_ID, KEY, PROFILES, SEGMENTS))
         )
-        console.print(f"edge    cdnlab edge   {edge.url} (admin {edge.admin}), 2 workers, RAM + flash tiers")
+        control_url = f"http://127.0.0.1:{control.port}"
+        console.print(f"control  cdnlab control   {control_url}")
+        appliances: list[steering.Appliance] = []
+        for ident, site, workers, ram in (
+            ("edge-1", "site-a", 2, "64M"),
+            ("edge-2", "site-a", 1, None),
+            ("edge-3", "site-b", 1, None),
+        ):
+            svc = stack.enter_context(
+                procs.edge(
+                    work / ident,
+                    procs.edge_config(
+                        [shield.url, origin.url],
+                        ident=ident,
+                        site=site,
+                        workers=workers,
+                        ram=ram,
+                        signing_keys={KEY_ID: KEY},
+                        purge_token=PURGE_TOKEN,
+                        control_url=control_url,
+                    ),
+                    name=ident,
+                )
+            )
+            appliances.append(steering.Appliance(ident, site, svc))
+            console.print(
+                f"{ident}   cdnlab edge      {svc.url} (admin {svc.admin}) in {site}, {workers} worker(s)"
+            )
+        edge = appliances[0].service
         console.print()
 
         segs = [p for p in digests if p.endswith(".m4s")]
         sizes = {p: (root / p.lstrip("/")).stat().st_size for p in digests}
 
-        console.print("[bold]1. A client plays every segment in 512 KiB ranges (cold, then warm)")
+        console.print(
+            "[bold]1. A client plays every segment in 512 KiB ranges through edge-1 (cold, then warm)"
+        )
         for label in ("cold", "warm"):
             bad = [
                 p
@@ -191,7 +212,7 @@ def run(out: Path, console: Console) -> Report:
         hits = sum(1 for f in warm if str(f["cache_status"]).endswith("hit"))
         check("warm pass is served from the edge's cache", hits == len(warm), f"{hits}/{len(warm)} hits")
         once = all(origin_requests(origin.dir, p) == 1 for p in segs)
-        check("the origin was asked for each segment exactly once", once)
+        check("the origin was asked for each segment exactly once (the shield absorbs the rest)", once)
 
         console.print("[bold]2. Signed URLs")
         status, _, body = call(edge.port, "GET", "/content/t0001/480p/seg-00001.m4s")
@@ -242,25 +263,7 @@ def run(out: Path, console: Console) -> Report:
             hdrs.get("cache-status", ""),
         )
 
-        console.print("[bold]5. The shield dies")
-        procs.stop(shield.proc, signal.SIGKILL)
-        _, hdrs, data = call(edge.port, "GET", signed(segs[-1]))
-        check(
-            "cached content is still served",
-            hdrs.get("cache-status", "").endswith("hit")
-            and hashlib.sha256(data).hexdigest() == digests[segs[-1]],
-        )
-        _, hdrs, data = call(edge.port, "GET", signed("/static/app.js"))
-        check(
-            "a cold object fails over to the origin",
-            hashlib.sha256(data).hexdigest() == digests["/static/app.js"],
-            hdrs.get("cache-status", ""),
-        )
-        procs.stop(origin.proc, signal.SIGQUIT)
-        status, _, body = call(edge.port, "GET", signed("/content/t0001/manifest.mpd"))
-        check("with every upstream down a cold object gets a clear 502", status == 502, body.decode().strip())
-
-        console.print("[bold]6. What the edge says about itself")
+        console.print("[bold]5. What edge-1 says about itself")
         time.sleep(1.2)  # workers publish counters once a second
         health = json.loads(call(edge.admin_port, "GET", "/healthz")[2])
         check("/healthz reports serving", health["state"] == "serving", f"{health['load']}")
@@ -277,12 +280,35 @@ def run(out: Path, console: Console) -> Report:
             all(o["sha256"] == digests.get(o["key"], o["sha256"]) for o in inv["objects"]),
             f"{len(inv['objects'])} objects",
         )
-        logged = (work / "edge" / "access.log").read_text().splitlines()
+        logged = (work / "edge-1" / "access.log").read_text().splitlines()
         check(
             "the access log has a JSON line per request",
             len(logged) >= len(report.fetches),
             f"{len(logged)} lines",
         )
+
+        console.print("[bold]6. The control plane steers players from two prefixes to two sites")
+        report.qoe = steering.run(control, appliances, check, console, list(PROFILES), signed)
+
+        console.print("[bold]7. The shield dies, then the origin")
+        survivor = next(a for a in appliances if a.site == "site-a").service
+        call(survivor.port, "GET", signed(segs[-1]))  # make sure it holds this one
+        procs.stop(shield.proc, signal.SIGKILL)
+        _, hdrs, data = call(survivor.port, "GET", signed(segs[-1]))
+        check(
+            "cached content is still served",
+            hdrs.get("cache-status", "").endswith("hit")
+            and hashlib.sha256(data).hexdigest() == digests[segs[-1]],
+        )
+        _, hdrs, data = call(survivor.port, "GET", signed("/static/app.js"))
+        check(
+            "a cold object fails over to the origin",
+            hashlib.sha256(data).hexdigest() == digests["/static/app.js"],
+            hdrs.get("cache-status", ""),
+        )
+        procs.stop(origin.proc, signal.SIGQUIT)
+        status, _, body = call(survivor.port, "GET", signed("/content/t0001/manifest.mpd"))
+        check("with every upstream down a cold object gets a clear 502", status == 502, body.decode().strip())
     _summarise(report, out, console)
     return report
 
@@ -304,7 +330,10 @@ def _summarise(report: Report, out: Path, console: Console) -> None:
     console.print(f"[bold {colour}]{passed}/{len(report.checks)} checks passed[/]")
     out.mkdir(parents=True, exist_ok=True)
     (out / "loopback.json").write_text(
-        json.dumps({"checks": [c.__dict__ for c in report.checks], "fetches": report.fetches}, indent=1)
+        json.dumps(
+            {"checks": [c.__dict__ for c in report.checks], "fetches": report.fetches, "qoe": report.qoe},
+            indent=1,
+        )
     )
     console.print(f"report: {out / 'loopback.json'}")
 

@@ -156,11 +156,47 @@ def edge(base: Path, config_toml: str, name: str = "edge") -> Iterator[Service]:
             pass
 
 
+@contextmanager
+def control(base: Path, config_toml: str) -> Iterator[Service]:
+    """Start ``cdnlab control serve --config`` ({port} and {base} are filled in)."""
+    base.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    cfg = base / "control.toml"
+    cfg.write_text(config_toml.format(port=port, base=base))
+    log = open(base / "control.log", "ab")  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cdnlab.cli",
+            "control",
+            "serve",
+            "--config",
+            str(cfg),
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=base,
+        start_new_session=True,
+    )
+    try:
+        wait_port(port, proc=proc)
+        yield Service("control", port, proc, base)
+    finally:
+        stop(proc)
+        log.close()
+
+
 def edge_config(
     upstreams: list[str],
     *,
     role: str = "edge",
     ident: str = "edge-1",
+    site: str = "default",
+    listen_host: str = "127.0.0.1",
+    control_url: str | None = None,
     workers: int = 1,
     capacity: str = "4G",
     ram: str | None = None,
@@ -173,7 +209,8 @@ def edge_config(
     lines = [
         f'role = "{role}"',
         f'id = "{ident}"',
-        'listen = ["127.0.0.1:{port}"]',
+        f'site = "{site}"',
+        f'listen = ["{listen_host}:{{port}}"]',
         f"workers = {workers}",
         f"upstreams = [{ups}]",
         'state_dir = "{base}/state"',
@@ -186,6 +223,8 @@ def edge_config(
     if signing_keys:
         pairs = ", ".join(f'{k} = "{v}"' for k, v in signing_keys.items())
         lines += ["[signing]", "keys = {{ " + pairs + " }}"]  # doubled braces survive .format()
+    if control_url:
+        lines += ["[control]", f'url = "{control_url}"', "report_interval = 1.0"]
     if ram:
         lines += ["[[tiers]]", 'path = "{base}/ram0"', 'kind = "ram"', f'capacity = "{ram}"']
     lines += ["[[tiers]]", 'path = "{base}/flash0"', 'kind = "flash"', f'capacity = "{capacity}"']
