@@ -62,6 +62,7 @@ access_log = "{base}/access.jsonl"
 """
 
 PURGE_TOKEN = "purge-token-123"
+SCRIPTED_DISK = 20_000_000
 PURGE_HMAC_KEY = "purge-hmac-key-456"
 
 
@@ -99,10 +100,12 @@ def scripted() -> Iterator[ScriptedUpstream]:
 
 @pytest.fixture(scope="session")
 def scripted_edge(tmp_path_factory: pytest.TempPathFactory, scripted: ScriptedUpstream) -> Iterator[Edge]:
-    """An edge in front of the scripted upstream: 1 s upstream read timeout, 1.5 s send timeout."""
+    """An edge in front of the scripted upstream: 1 s upstream read timeout, 1.5 s send timeout, one
+    small flash disk (SCRIPTED_DISK bytes) so that eviction happens."""
     cfg = config_toml(
         limits="upstream_read_timeout = 1.0\nupstream_probe_interval = 0.5\nsend_timeout = 1.5",
         admin='purge_token = "scripted-token"',
+        tiers=f'[[tiers]]\npath = "{{store}}/flash0"\nkind = "flash"\ncapacity = {SCRIPTED_DISK}\n',
     )
     with edge(tmp_path_factory.mktemp("scripted"), [scripted.url], config=cfg) as e:
         yield e

@@ -78,6 +78,8 @@ def test_preconditions(obj: tuple[bytes, str], conn: RawConn) -> None:
             assert r.body == b""
             assert r.headers.get("etag") == etag  # §15.4.5: the 304 carries the ETag
             assert r.headers.get("last-modified") == http_date(MTIME)
+            # a Content-Length on a 304 must be the one a 200 would carry (RFC 9110 §8.6)
+            assert r.headers.get("content-length", str(SIZE)) == str(SIZE)
         elif want == 200:
             assert r.body == data
         elif want == 206:

@@ -184,7 +184,7 @@ def test_slow_clients_are_disconnected(main_edge: Edge, origin: Nginx) -> None:
 
 def test_client_that_stops_reading_is_disconnected(scripted_edge: Edge) -> None:
     """send_timeout (1.5 s on this edge): a client that never reads is let go; others are served."""
-    path = "/ok/8000000/stall.bin"
+    path = "/ok/10000000/stall.bin"
     with RawConn(scripted_edge.port) as c:
         full = c.get(path).body
     scripted_edge.wait_stored(path)

@@ -231,3 +231,20 @@ def test_get_with_a_body_keeps_the_connection_in_sync(main_edge: Edge, origin: N
     assert rs[0].body == rs[1].body == data
     assert raw.count(b"HTTP/1.1 ") == 2
     assert origin.fetches("/http/never-asked.bin") == 0
+
+
+def test_a_bad_request_in_a_pipeline_ends_it_after_the_earlier_answers(
+    main_edge: Edge, origin: Nginx
+) -> None:
+    data = origin.put("/http/pipe-bad.bin", 500)
+    payload = (
+        build_request("GET", "/http/pipe-bad.bin")
+        + build_request("GET", "/http/%00bad")
+        + build_request("GET", "/http/pipe-bad.bin")
+    )
+    raw, closed = exchange(main_edge.port, payload)
+    assert closed
+    first, bad = parse_all(raw, ["GET", "GET"])
+    assert first.status == 200 and first.body == data
+    assert bad.status == 400 and bad.headers.get("connection", "").lower() == "close"
+    assert raw.count(b"HTTP/1.1 ") == 2, "answered a request after the 400 that closed the connection"

@@ -29,6 +29,7 @@ from helpers import (
 from .edgecheck import (
     assert_common,
     assert_hit,
+    assert_index_matches_disk,
     assert_miss_stored,
     cache_status_members,
     concurrent_one_object,
@@ -397,3 +398,41 @@ def test_upstream_failures_are_counted_by_result(scripted_edge: Edge, scripted: 
         now = _fetch_results(scripted_edge)
         delta = {k: now.get(k, 0) - before.get(k, 0) for k in ("ok", "error", "timeout", "truncated")}
     assert delta == {"ok": 0, "error": 0, "timeout": 1, "truncated": 1}, (delta, scripted.hits)
+
+
+def test_disk_capacity_is_respected_by_eviction(scripted_edge: Edge, scripted: ScriptedUpstream) -> None:
+    """A 20 MB disk filled with 7 MB objects: old ones are evicted (and fetched again when asked
+    for), what is kept is whole, and the disk never holds more than its capacity."""
+    from .conftest import SCRIPTED_DISK
+
+    paths = [f"/ok/7000000/evict-{i}.bin" for i in range(5)]
+    with RawConn(scripted_edge.port) as c:
+        for p in paths:
+            r = c.get(p)
+            assert r.status == 200 and sha256(r.body) == sha256(content_bytes(p, 7_000_000))
+            scripted_edge.wait_stored(p)
+            (disk,) = scripted_edge.health()["disks"]
+            assert disk["capacity_bytes"] == SCRIPTED_DISK
+            assert disk["used_bytes"] <= SCRIPTED_DISK, disk
+        kept = [p for p in paths if p in scripted_edge.inventory_keys()]
+        assert paths[-1] in kept and paths[0] not in kept and len(kept) <= 2, kept
+        assert_index_matches_disk(scripted_edge)
+        r = c.get(paths[0])  # evicted: fetched again, right bytes
+        assert sha256(r.body) == sha256(content_bytes(paths[0], 7_000_000))
+        assert ours(r.headers).get("fwd") == "miss"
+    assert scripted.count(paths[0]) == 2
+    assert all(scripted.count(p) == 1 for p in paths[1:])
+
+
+def test_object_larger_than_every_disk_is_served_not_stored(
+    scripted_edge: Edge, scripted: ScriptedUpstream
+) -> None:
+    path = "/ok/25000000/huge.bin"
+    with RawConn(scripted_edge.port) as c:
+        r = c.get(path)
+    assert r.status == 200 and sha256(r.body) == sha256(content_bytes(path, 25_000_000))
+    assert "stored" not in ours(r.headers)
+    time.sleep(0.3)
+    assert path not in scripted_edge.inventory_keys()
+    (disk,) = scripted_edge.health()["disks"]
+    assert disk["used_bytes"] <= disk["capacity_bytes"]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import Edge, Nginx, RawReader, build_request, edge, wait_until
+from helpers import Edge, Nginx, RawReader, build_request, edge, sha256, wait_until
 
 from .edgecheck import assert_hit, assert_miss_stored, concurrent_one_object, config_toml, listeners
 
@@ -133,3 +135,49 @@ def test_purge_is_seen_by_every_worker(two_workers: Edge, origin: Nginx) -> None
 
 def test_500_simultaneous_requests_two_workers(two_workers: Edge, origin: Nginx) -> None:
     concurrent_one_object(two_workers, origin, "/slow/workers-500.bin")
+
+
+def test_worker_killed_mid_fetch_harms_no_other_client(two_workers: Edge, origin: Nginx) -> None:
+    """Worker A fetches a slow object, worker B's client waits on the same key; A is SIGKILLed.
+    B's client still gets the whole object, the store keeps only a whole copy, and the master
+    replaces A."""
+    path = "/slow/workers-kill.bin"
+    data = origin.put(path, 1024 * 1024)  # ~1 s at the origin
+    e = two_workers
+    before = worker_pids(e)
+    socks = [socket.create_connection(("127.0.0.1", e.port), timeout=15) for _ in range(16)]
+    try:
+        owners = wait_until(
+            lambda: (lambda o: o if len(o) == len(socks) else None)(
+                server_side_owner(e, [s.getsockname()[1] for s in socks])
+            ),
+            5,
+        )
+        assert isinstance(owners, dict) and len(set(owners.values())) == 2
+        by_pid: dict[int, socket.socket] = {}
+        for s in socks:
+            by_pid.setdefault(owners[s.getsockname()[1]], s)
+        (pid_a, sa), (pid_b, sb) = sorted(by_pid.items())
+        sa.sendall(build_request("GET", path))
+        assert sa.recv(1, socket.MSG_PEEK)  # A is streaming its fetch
+        sb.sendall(build_request("GET", path))
+        time.sleep(0.2)
+        os.kill(pid_a, signal.SIGKILL)
+        rb = RawReader(lambda: sb.recv(262144)).read_response()
+        assert rb.status == 200 and sha256(rb.body) == sha256(data)
+    finally:
+        for s in socks:
+            s.close()
+    entry = e.wait_stored(path)
+    assert entry["sha256"] == sha256(data) and entry["size"] == len(data)
+    assert 1 <= origin.fetches(path) <= 2
+    # the master starts a new worker in A's place
+    wait_until(
+        lambda: len(worker_pids(e)) == 2 and pid_a not in worker_pids(e) and listeners(e.port) == 2, 15
+    )
+    assert pid_b in worker_pids(e) and set(worker_pids(e)) != set(before)
+    for _ in range(10):
+        with socket.create_connection(("127.0.0.1", e.port), timeout=10) as s:
+            r = _ask(s, path)
+            assert sha256(r.body) == sha256(data)
+            assert_hit(r.headers)
