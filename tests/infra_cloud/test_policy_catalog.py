@@ -38,9 +38,11 @@ def _raw() -> dict:
         ("/uploads/u1/avatar.png", "user"),
         ("/static/app.3f2a.js", "static"),
         ("/favicon.ico", "static"),
-        ("/", "dynamic"),
-        ("/images", "dynamic"),
-        ("/title/42/manifest.MPD", "dynamic"),  # CloudFront patterns are case-sensitive
+        ("/dynamic/cart", "dynamic"),
+        ("/session/abc/state", "dynamic"),
+        ("/", "default"),
+        ("/images", "default"),
+        ("/title/42/manifest.MPD", "default"),  # CloudFront patterns are case-sensitive
     ],
 )
 def test_classify(path: str, name: str) -> None:
@@ -60,7 +62,9 @@ def test_seed_values() -> None:
     assert api.default_ttl == 300 and api.stale_while_revalidate == 60
     user = c.by_name("user")
     assert user.default_ttl == 3600 and user.must_revalidate
-    assert c.default.name == "dynamic" and not c.default.cacheable and "no-cache" in c.default.cache_control
+    dynamic = c.by_name("dynamic")
+    assert not dynamic.cacheable and "no-cache" in dynamic.cache_control
+    assert c.default.name == "default" and c.default.cacheable and c.default.default_ttl == DAY
     assert c.cache_key.query_params == ["profile", "language", "version"]
     assert [x.name for x in c.classes if x.range] == ["segment"]
 

@@ -221,7 +221,7 @@ def test_behaviours_and_policies_come_from_the_catalog(program: Graph) -> None:
         assert b["originRequestPolicyId"] == orp
         want = [{"eventType": "viewer-request", "functionArn": fn_arn}] if c.signed else []
         assert b["functionAssociations"] == want, pattern
-    assert d["defaultCacheBehavior"]["cachePolicyId"] == ref(CACHE_POLICY, "cdn-policies-dynamic", "id")
+    assert d["defaultCacheBehavior"]["cachePolicyId"] == ref(CACHE_POLICY, "cdn-policies-default", "id")
 
     for c in catalog.classes:
         p = inputs(g, CACHE_POLICY, f"cdn-policies-{c.name}")
