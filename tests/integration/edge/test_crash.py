@@ -40,7 +40,7 @@ def _objects(origin: Nginx, rng: random.Random) -> dict[str, bytes]:
         elif i % 3 == 0:
             path, size = f"/crash/small-{i}.txt", rng.randrange(100, 60_000)  # RAM tier
         else:
-            path, size = f"/crash/obj-{i}.bin", rng.randrange(60_000, 3_000_000)
+            path, size = f"/crash/obj-{i}.bin", rng.randrange(60_000, 2_000_000)
         objs[path] = origin.put(path, size)
     return objs
 
@@ -143,7 +143,7 @@ def test_kill_9_while_storing_then_restart_serves_only_whole_objects(tmp_path: P
         origin_before = {p: origin.fetches(p) for p in paths}
 
         # 3. Fetch everything: right bytes every time; what the index had is a hit, the rest a miss.
-        got, failed = _fetch_all(e, paths, 8)
+        got, failed = _fetch_all(e, paths, 24)
         assert not failed, f"{failed[:5]} {why}"
         for p in paths:
             (r,) = got[p]

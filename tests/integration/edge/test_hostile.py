@@ -193,7 +193,7 @@ def test_client_that_stops_reading_is_disconnected(scripted_edge: Edge) -> None:
     s.connect(("127.0.0.1", scripted_edge.port))
     try:
         s.sendall(build_request("GET", path))
-        time.sleep(4.0)  # not reading: the daemon's writes stall
+        time.sleep(3.0)  # not reading: the daemon's writes stall
         s.settimeout(5)
         n = 0
         try:
