@@ -26,7 +26,9 @@ description:
   - It never changes anything; it supports check mode.
 options:
   flash:
-    description: Flash disks, in slot order. Each item has C(device) or C(serial), optional C(index) and C(wipe).
+    description:
+      - Flash disks, in slot order.
+      - Each item has C(device) or C(serial), optional C(index) and C(wipe).
     type: list
     elements: dict
     default: []
@@ -355,7 +357,8 @@ def _wanted(kind: str, items: list[dict[str, Any]]) -> list[Wanted]:
         if bool(device) == bool(serial):
             raise ValueError(f"{kind}[{pos}]: give exactly one of device or serial")
         index = int(item["index"]) if item.get("index") is not None else pos
-        out.append(Wanted(kind, index, str(device or f"serial:{serial}"), device, serial, bool(item.get("wipe"))))
+        requested = str(device or f"serial:{serial}")
+        out.append(Wanted(kind, index, requested, device, serial, bool(item.get("wipe"))))
     seen: set[int] = set()
     for w in out:
         if w.index in seen:
@@ -381,11 +384,13 @@ def _decide(p: Probe | None, label: str, mountpoint: str, fstype: str, wipe: boo
     if ours:
         return "mount", f"carries {fstype} labelled {label}"
     if p.fstype or p.pttype or p.partitions or p.unknown_data:
-        what = (
-            f"{p.fstype} labelled {p.fslabel!r}"
-            if p.fstype and p.fslabel
-            else p.fstype or (f"a {p.pttype} partition table" if p.pttype else "data blkid does not recognise")
-        )
+        if p.fstype:
+            what = f"{p.fstype} labelled {p.fslabel!r}" if p.fslabel else p.fstype
+        elif p.pttype:
+            what = f"a {p.pttype} partition table"
+        else:
+            what = "data blkid does not recognise"
+
         if wipe:
             return "wipe", f"holds {what}; wipe is set"
         return "skip", f"holds {what}; set wipe: true for this disk to reuse it"
@@ -557,7 +562,8 @@ def main() -> None:
             texts.append(f"{r.kind} {r.index} ({r.requested}): skipped, {r.reason}")
             module.warn(f"cache disk {r.kind}/{r.index} ({r.requested}) skipped: {r.reason}")
         elif r.action == "wipe":
-            module.warn(f"cache disk {r.kind}/{r.index} ({r.requested}, {r.device}) will be WIPED: {r.reason}")
+            where = f"{r.kind}/{r.index} ({r.requested}, {r.device})"
+            module.warn(f"cache disk {where} will be WIPED: {r.reason}")
     module.exit_json(changed=False, disks=[asdict(r) for r in result], warnings_text=texts)
 
 
