@@ -17,11 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from cdnlab.edge.freshness import conditional_headers, merge_304, parse_cache_control, storable
 from cdnlab.edge.httpdate import parse_http_date
 from cdnlab.edge.meta import STORED_HEADERS, ObjectMeta, default_etag
 from cdnlab.edge.output import FileHandle
 from cdnlab.edge.store import StoreError
 from cdnlab.edge.upstream import UpstreamError
+from cdnlab.edge.vary import parse_vary
+from cdnlab.policy import classify
 
 if TYPE_CHECKING:
     from cdnlab.edge.conn import Conn
@@ -32,14 +35,6 @@ log = logging.getLogger("cdnlab.edge.fetch")
 _CHUNK = 256 * 1024
 _PASSTHROUGH_MAX = 1 << 20  # error bodies and uncacheable small answers are relayed from memory
 _UPSTREAM_HEADERS = {"Accept-Encoding": "identity", "User-Agent": "cdnlab"}
-
-
-def _cacheable(resp: aiohttp.ClientResponse) -> bool:
-    cc = resp.headers.get("Cache-Control", "").lower()
-    directives = {d.strip().split("=", 1)[0] for d in cc.split(",")}
-    if directives & {"no-store", "private"}:
-        return False
-    return "Set-Cookie" not in resp.headers and resp.headers.get("Vary", "").strip() != "*"
 
 
 class Unstored:
@@ -64,15 +59,30 @@ class Fetch:
     """One key's trip upstream. ``outcome`` tells waiters what to do once it is ready:
 
     - ``stream``: serve ``meta`` from ``handle`` (growing while ``written`` < size);
-    - ``stored``: another worker stored it meanwhile: look it up again;
+    - ``stored``: it is in the store now (another worker stored it, or a 304 refreshed it: then
+      ``revalidated``): look it up again;
     - ``relay``: answer ``relay`` (status, headers, body) as the upstream gave it;
     - ``error``: answer ``error`` (an UpstreamError).
     """
 
-    def __init__(self, worker: Worker, key: str, target: str) -> None:
+    def __init__(
+        self,
+        worker: Worker,
+        key: str,
+        target: str,
+        *,
+        stale: ObjectMeta | None = None,
+        authorization: str | None = None,
+    ) -> None:
         self.worker = worker
         self.key = key
         self.target = target
+        # Revalidating a stored response (RFC 9111 §4.3): ask conditionally, a 304 refreshes it.
+        self.stale = stale
+        self.revalidated = False
+        # A request with credentials gets its own fetch (never collapsed with others'), and the
+        # answer is stored only if the origin allows it (§3.5).
+        self.authorization = authorization
         self.outcome = ""
         self.attached = 0  # requests served by this fetch
         self.meta: ObjectMeta | None = None
@@ -117,10 +127,11 @@ class Fetch:
         worker = self.worker
         locked = False
         try:
-            locked = await self._lock()
-            if self.outcome:
-                return
-            await self._fetch(store_it=locked)
+            if self.authorization is None:
+                locked = await self._lock()
+                if self.outcome:
+                    return
+            await self._fetch(store_it=locked or self.authorization is not None)
         except UpstreamError as exc:
             self.error = exc
             if not self.outcome:
@@ -136,8 +147,16 @@ class Fetch:
         finally:
             if locked:
                 worker.locks.release(self.key)
-            worker.fetches.pop(self.key, None)
+            if worker.fetches.get(self.key) is self:
+                del worker.fetches[self.key]
             self.handle.retire()
+
+    def _stored_meanwhile(self) -> bool:
+        """Another worker stored the key (or, when revalidating, refreshed or replaced it)."""
+        entry = self.worker.store.lookup(self.key)
+        if entry is None:
+            return False
+        return self.stale is None or entry.stored_at > self.stale.stored_at
 
     async def _lock(self) -> bool:
         """True when we hold the key's lock; sets ``stored`` if another worker stored it meanwhile."""
@@ -146,14 +165,14 @@ class Fetch:
         delay = 0.005
         while True:
             if worker.locks.try_acquire(self.key):
-                if worker.store.lookup(self.key) is not None:  # committed while we waited
+                if self._stored_meanwhile():  # committed while we waited
                     worker.locks.release(self.key)
                     self._set_ready("stored")
                     return False
                 return True
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
-            if worker.store.lookup(self.key) is not None:
+            if self._stored_meanwhile():
                 self._set_ready("stored")
                 return False
             if time.monotonic() > deadline:
@@ -164,18 +183,25 @@ class Fetch:
         started = time.monotonic()
         failures: list[tuple[str, str, float]] = []
         try:
-            up, resp = await worker.upstreams.open(self.target, _UPSTREAM_HEADERS, failures)
+            up, resp = await worker.upstreams.open(self.target, self._request_headers(), failures)
         finally:
             # Upstreams that failed before one answered (or all of them) count as fetches too.
             for url, result, seconds in failures:
                 worker.stats.upstream(url, result, seconds)
         try:
             self.upstream_status = resp.headers.get("Cache-Status", "")
+            if resp.status == 304 and self.stale is not None:
+                await self._refresh(resp)
+                worker.stats.upstream(up.url, "ok", time.monotonic() - started)
+                return
+            if resp.status in (404, 410) and self.stale is not None:
+                # Gone upstream: the stale copy must not outlive it (RFC 9111 §4.4 spirit).
+                await asyncio.get_running_loop().run_in_executor(worker.io, worker.store.purge, self.key)
             if resp.status != 200:
                 await self._relay(resp)
                 worker.stats.upstream(up.url, "ok", time.monotonic() - started)
                 return
-            await self._stream(resp, store_it and _cacheable(resp))
+            await self._stream(resp, store_it and self._storable(resp))
             worker.stats.upstream(
                 up.url, "ok" if self.failed is None else "truncated", time.monotonic() - started
             )
@@ -200,6 +226,47 @@ class Fetch:
         finally:
             resp.release()
 
+    def _request_headers(self) -> dict[str, str]:
+        headers = dict(_UPSTREAM_HEADERS)
+        if self.stale is not None:
+            h = self.stale.headers
+            headers.update(conditional_headers(h.get("etag"), h.get("last-modified")))
+        if self.authorization is not None:
+            headers["Authorization"] = self.authorization
+        return headers
+
+    def _storable(self, resp: aiohttp.ClientResponse) -> bool:
+        cc = parse_cache_control(", ".join(resp.headers.getall("Cache-Control", [])) or None)
+        ok, why = storable(
+            "GET",
+            resp.status,
+            {},
+            cc,
+            resp.headers,
+            self.authorization is not None,
+            ttl_class=classify(self.key.split("?", 1)[0]),
+        )
+        if ok:
+            vary = parse_vary(resp.headers.get("Vary"))
+            # Only Accept-Encoding variation is understood (we always fetch identity); any other
+            # Vary field would need request fields we do not key on: relay, never store.
+            ok = vary is not None and set(vary) <= {"accept-encoding"}
+            why = why if ok else "vary"
+        if not ok:
+            log.debug("%s not stored: %s", self.key, why)
+        return ok
+
+    async def _refresh(self, resp: aiohttp.ClientResponse) -> None:
+        """A 304: keep the stored bytes, take the merged headers and the new response time."""
+        assert self.stale is not None
+        merged = merge_304(self.stale.headers, resp.headers)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            self.worker.io, self.worker.store.revalidated, self.key, merged, time.time()
+        )
+        self.revalidated = True
+        self._set_ready("stored")
+
     async def _relay(self, resp: aiohttp.ClientResponse) -> None:
         body = await resp.content.read(_PASSTHROUGH_MAX + 1)
         if len(body) > _PASSTHROUGH_MAX:
@@ -214,6 +281,7 @@ class Fetch:
         now = time.time()
         lm = parse_http_date(resp.headers.get("Last-Modified", "")) or now
         headers = {k: resp.headers[k] for k in STORED_HEADERS if k in resp.headers}
+        kept = {k.lower(): v for k, v in resp.headers.items()}  # the store keeps what it needs
         ctype = _safe_content_type(resp.headers.get("Content-Type"))
         try:
             # Creating a file can wait on the filesystem journal behind other objects' fsyncs:
@@ -259,7 +327,7 @@ class Fetch:
                 self.meta.size = self.written
                 self.meta.etag = resp.headers.get("ETag") or default_etag(self.written, lm)
             if store_it:
-                entry = await loop.run_in_executor(worker.io, _commit, writer, self.meta.etag, lm, headers)
+                entry = await loop.run_in_executor(worker.io, _commit, writer, self.meta.etag, lm, kept)
                 if entry is not None:
                     self.meta.sha256 = entry.sha256
                 else:

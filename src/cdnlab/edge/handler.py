@@ -32,6 +32,7 @@ _WANTED = frozenset(
         b"if-none-match",
         b"if-modified-since",
         b"if-unmodified-since",
+        b"authorization",
     }
 )
 _ALLOW = b"Allow: GET, HEAD\r\n"
@@ -49,6 +50,8 @@ class Handler:
         self.w = worker
         self.name = worker.config.cache_name
         self.hit_status = f"Cache-Status: {self.name}; hit\r\n".encode()
+        self.swr_status = f"Cache-Status: {self.name}; hit; detail=stale-while-revalidate\r\n".encode()
+        self.revalidated_status = f"Cache-Status: {self.name}; fwd=stale; fwd-status=304\r\n".encode()
         self.keys = dict(worker.config.signing.keys)
         self.require_signature = bool(self.keys) and worker.config.signing.required
         self.max_ranges = worker.config.limits.max_ranges
@@ -113,6 +116,9 @@ class Handler:
         obj = self.w.lookup(key)
         if obj is not None:
             meta, handle, body = obj
+            if meta.fresh_until <= time.time():
+                self._stale(conn, resp, key, path, hdrs, close_hdr, url, obj)
+                return resp
             resp.cache_status = "hit"
             resp.tier = meta.tier
             if not hdrs and body is not None:
@@ -130,6 +136,19 @@ class Handler:
             return resp
         self._miss(conn, resp, key, path, hdrs, close_hdr, url)
         return resp
+
+    def _stale(self, conn, resp, key, path, hdrs, close_hdr, url, obj) -> None:  # type: ignore[no-untyped-def]
+        """A stored object past its freshness: serve it while revalidating in the background where
+        the origin allows (stale-while-revalidate), else revalidate first."""
+        meta, handle, body = obj
+        fr = meta.freshness
+        if fr is not None and fr.can_serve_stale_while_revalidate(time.time()):
+            self.w.fetch(key, self._upstream_target(url, path), stale=meta)  # collapsed, in the background
+            self.render(resp, meta, hdrs, self.swr_status, close_hdr, handle=handle, body=body)
+            resp.cache_status = "stale"
+            resp.tier = meta.tier
+            return
+        self._miss(conn, resp, key, path, hdrs, close_hdr, url, stale=obj)
 
     def error(self, status: int, message: str, method: str, path: str, extra: bytes = b"") -> Response:
         resp = Response(method, path, time.monotonic())
@@ -295,12 +314,19 @@ class Handler:
 
     # misses ----------------------------------------------------------------------------------
 
-    def _miss(self, conn, resp, key, path, hdrs, close_hdr, url) -> None:  # type: ignore[no-untyped-def]
+    def _miss(self, conn, resp, key, path, hdrs, close_hdr, url, stale=None) -> None:  # type: ignore[no-untyped-def]
+        """Go upstream for ``key``; with ``stale`` (a stored object past its freshness) revalidate it."""
         w = self.w
-        fetch = w.fetch(key, self._upstream_target(url, path))
+        fetch = w.fetch(
+            key,
+            self._upstream_target(url, path),
+            stale=stale[0] if stale is not None else None,
+            authorization=hdrs.get(b"authorization"),
+        )
         # RFC 9211 "collapsed": this request rides on a fetch another request started.
         collapsed = "; collapsed" if fetch.attached else ""
         fetch.attached += 1
+        fwd = "stale" if stale is not None else "miss"
 
         def ready(f: Fetch) -> None:
             if conn.closed:
@@ -309,7 +335,7 @@ class Handler:
                 assert f.meta is not None
                 stored = "; stored" if f.stored else ""
                 prefix = f"{f.upstream_status}, " if f.upstream_status else ""
-                status = f"Cache-Status: {prefix}{self.name}; fwd=miss{stored}{collapsed}\r\n".encode()
+                status = f"Cache-Status: {prefix}{self.name}; fwd={fwd}{stored}{collapsed}\r\n".encode()
                 resp.cache_status = "miss"
                 resp.tier = "upstream"
                 self.render(resp, f.meta, hdrs, status, close_hdr, source=f)
@@ -319,8 +345,18 @@ class Handler:
                     self._miss(conn, resp, key, path, hdrs, close_hdr, url)
                     return
                 meta, handle, body = obj
-                self.render(resp, meta, hdrs, self.hit_status, close_hdr, handle=handle, body=body)
-                resp.cache_status = "hit"
+                if f.revalidated:
+                    status, resp.cache_status = self.revalidated_status, "revalidated"
+                else:
+                    status, resp.cache_status = self.hit_status, "hit"
+                self.render(resp, meta, hdrs, status, close_hdr, handle=handle, body=body)
+                resp.tier = meta.tier
+            elif stale is not None and self._may_serve_stale(f, stale[0]):
+                meta, handle, body = stale
+                code = f"; fwd-status={f.relay[0]}" if f.relay is not None else ""
+                status = f"Cache-Status: {self.name}; fwd=stale{code}; detail=stale-if-error\r\n".encode()
+                self.render(resp, meta, hdrs, status, close_hdr, handle=handle, body=body)
+                resp.cache_status = "stale"
                 resp.tier = meta.tier
             elif f.outcome == "relay":
                 assert f.relay is not None
@@ -335,6 +371,20 @@ class Handler:
             conn.kick()
 
         fetch.when_ready(ready)
+
+    @staticmethod
+    def _may_serve_stale(f: Fetch, meta: ObjectMeta) -> bool:
+        """RFC 9111 §4.2.4 and RFC 5861: a stale copy may answer for a failed upstream when the
+        origin allows it (stale-if-error), or when we are disconnected from it and nothing forbids
+        it (must-revalidate, no-cache, s-maxage). A 4xx answer is news, not a failure."""
+        fr = meta.freshness
+        if fr is None:
+            return False
+        if f.outcome == "relay":
+            return f.relay is not None and f.relay[0] >= 500 and fr.can_serve_stale_on_error(time.time())
+        if f.outcome == "error":
+            return fr.can_serve_stale_on_error(time.time()) or not (fr.must_revalidate or fr.no_cache)
+        return False
 
     def _relay(self, resp: Response, f: Fetch, close_hdr: bytes) -> None:
         assert f.relay is not None

@@ -455,6 +455,15 @@ class Index:
 
         return self._write(run) if keys else 0
 
+    def update_meta(self, key: str, headers: str, stored_at: float) -> bool:
+        """Replace a row's kept headers (JSON) and response time; False if the key is absent."""
+        cur = self._write(
+            lambda conn: conn.execute(
+                "UPDATE objects SET headers = ?, stored_at = ? WHERE key = ?", (headers, stored_at, key)
+            )
+        )
+        return cur.rowcount > 0
+
     def add_hits(self, batch: Mapping[str, tuple[int, float]]) -> None:
         """Add hit counts and move last access forward for many keys in one transaction."""
         if not batch:

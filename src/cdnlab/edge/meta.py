@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
+from cdnlab.edge.freshness import Freshness
 from cdnlab.edge.httpdate import format_http_date
 
 # Upstream response headers worth keeping with the object and sending on hits. Everything else is
@@ -33,6 +35,9 @@ class ObjectMeta:
     tier: str = "upstream"
     headers: dict[str, str] = field(default_factory=dict)
     sha256: str = ""
+    # RFC 9111 freshness of a stored object; None while it streams in from upstream.
+    freshness: Freshness | None = None
+    fresh_until: float = math.inf
     _static: bytes = b""
     _head_200: bytes = b""
     _age_at: int = -1
@@ -83,7 +88,9 @@ class ObjectMeta:
         now = int(time.time())
         if now != self._age_at:
             self._age_at = now
-            self._age = b"Age: %d\r\n" % max(0, now - int(self.stored_at))
+            # RFC 9111 §4.2.3: the upstream's Age and the time since it answered.
+            age = self.freshness.age(now) if self.freshness is not None else now - self.stored_at
+            self._age = b"Age: %d\r\n" % max(0, int(age))
         return self._age
 
 

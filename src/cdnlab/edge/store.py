@@ -84,6 +84,8 @@ STORED_HEADERS = frozenset(
         "expires",
         "date",
         "age",
+        "etag",  # the origin's own validators, for revalidation (the row's etag may be ours)
+        "last-modified",
         "vary",
         "content-encoding",
         "content-language",
@@ -534,6 +536,19 @@ class Store:
         if considered and all(d.capacity < size for d in considered):
             raise ObjectTooLargeError(f"{expected_size} bytes is more than any disk can hold")
         raise NoDiskError("no healthy disk can take the object")
+
+    def revalidated(self, key: str, headers: Headers, stored_at: float) -> bool:
+        """A 304 revalidated KEY: keep its bytes, take the merged headers and the new response time.
+
+        Returns False if the key is gone (purged or evicted meanwhile). Workers reload its metadata.
+        """
+        done = self.index.update_meta(key, headers_json(_keep_headers(headers)), stored_at)
+        if done and self._on_invalidate is not None:
+            try:
+                self._on_invalidate([key])
+            except Exception:
+                log.exception("invalidation callback failed")
+        return done
 
     def purge(self, key: str) -> int:
         """Remove KEY (row, then file); fills of KEY under way are refused. Returns 0 or 1."""

@@ -25,6 +25,7 @@ from cdnlab.edge.config import EdgeConfig
 from cdnlab.edge.conn import Conn
 from cdnlab.edge.fetch import Fetch
 from cdnlab.edge.fetchlock import FetchLocks
+from cdnlab.edge.freshness import compute_freshness
 from cdnlab.edge.handler import Handler
 from cdnlab.edge.httpdate import DateCache
 from cdnlab.edge.meta import ObjectMeta
@@ -32,7 +33,7 @@ from cdnlab.edge.output import FileHandle, Response
 from cdnlab.edge.shm import SharedState, key_hash
 from cdnlab.edge.stats import WorkerStats
 from cdnlab.edge.store import Store
-from cdnlab.policy import cache_key_query
+from cdnlab.policy import cache_key_query, classify
 
 log = logging.getLogger("cdnlab.edge.worker")
 
@@ -66,6 +67,10 @@ def bind(addr: str) -> socket.socket:
 
 
 def entry_meta(entry: Any) -> ObjectMeta:
+    headers = entry.headers
+    fr = compute_freshness(
+        headers, entry.stored_at, entry.stored_at, classify(entry.key.split("?", 1)[0]), status=200
+    )
     return ObjectMeta(
         size=entry.size,
         etag=entry.etag,
@@ -73,8 +78,10 @@ def entry_meta(entry: Any) -> ObjectMeta:
         content_type=entry.content_type or "application/octet-stream",
         stored_at=entry.stored_at,
         tier=entry.tier,
-        headers=entry.headers,
+        headers=headers,
         sha256=entry.sha256,
+        freshness=fr,
+        fresh_until=fr.fresh_until(),
     )
 
 
@@ -88,6 +95,7 @@ class Worker:
         self.draining = False
         self.conns: set[Conn] = set()
         self.fetches: dict[str, Fetch] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # fetches under way (held so none is collected)
         self.date = DateCache()
         # Blocking store work (create, fsync, rename, index writes) runs here, off the event loop.
         self.io = ThreadPoolExecutor(max_workers=16, thread_name_prefix="store-io")
@@ -157,6 +165,8 @@ class Worker:
         if obj is None or obj[2] is None:
             return None
         meta, _, body = obj
+        if meta.fresh_until <= time.time():
+            return None  # stale: the general path revalidates
         self._hits[target[1]] += 1
         data = meta.whole_200(self.date.get(), self.handler.hit_status, b"", body)
         self.stats.fast_hit(len(data))
@@ -225,12 +235,19 @@ class Worker:
             for key in [k for k in self._hot if key_hash(k) in hashes]:
                 self._evict_hot(key)
 
-    def fetch(self, key: str, target: str) -> Fetch:
-        fetch = self.fetches.get(key)
+    def fetch(
+        self, key: str, target: str, *, stale: ObjectMeta | None = None, authorization: str | None = None
+    ) -> Fetch:
+        """The fetch of ``key`` under way in this worker, or a new one. Requests with credentials
+        get a fetch of their own: an answer for one user is never handed to another."""
+        fetch = None if authorization is not None else self.fetches.get(key)
         if fetch is None:
-            fetch = Fetch(self, key, target)
-            self.fetches[key] = fetch
-            self.loop.create_task(fetch.run())
+            fetch = Fetch(self, key, target, stale=stale, authorization=authorization)
+            if authorization is None:
+                self.fetches[key] = fetch
+            task = self.loop.create_task(fetch.run())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return fetch
 
     # connections -----------------------------------------------------------------------------
