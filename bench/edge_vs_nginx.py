@@ -114,7 +114,7 @@ def wrk(url: str, script: str, duration: int, connections: int, threads: int) ->
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
     tr = re.search(r"Transfer/sec:\s+(\S+)", out).group(1)  # type: ignore[union-attr]
     bps = _unit(tr, {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3})
-    p99 = _unit(re.search(r"99%\s+(\S+)", out).group(1), {"us": 1e-3, "ms": 1.0, "s": 1000.0})  # type: ignore[union-attr]
+    p99 = _unit(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1), {"us": 1e-3, "ms": 1.0, "s": 1000.0})  # type: ignore[union-attr]
     err = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(err.group(1)) if err else 0) + (sum(int(x) for x in sock.groups()) if sock else 0)

@@ -327,7 +327,7 @@ class Fetch:
                 self.meta.size = self.written
                 self.meta.etag = resp.headers.get("ETag") or default_etag(self.written, lm)
             if store_it:
-                entry = await loop.run_in_executor(worker.io, _commit, writer, self.meta.etag, lm, kept)
+                entry = await loop.run_in_executor(worker.commits, _commit, writer, self.meta.etag, lm, kept)
                 if entry is not None:
                     self.meta.sha256 = entry.sha256
                 else:

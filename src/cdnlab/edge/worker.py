@@ -98,7 +98,9 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()  # fetches under way (held so none is collected)
         self.date = DateCache()
         # Blocking store work (create, fsync, rename, index writes) runs here, off the event loop.
-        self.io = ThreadPoolExecutor(max_workers=16, thread_name_prefix="store-io")
+        self.io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store-io")
+        # Commits wait on fsync; on a pool of their own they never hold up a new fetch's first bytes.
+        self.commits = ThreadPoolExecutor(max_workers=16, thread_name_prefix="store-commit")
         self.stats = WorkerStats()
         rd = run_dir(config)
         self.stats_path = rd / f"stats-{index}.json"
