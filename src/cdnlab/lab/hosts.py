@@ -75,6 +75,7 @@ ROOTFS_PACKAGES: tuple[str, ...] = (
 DISABLED_SERVICES = ("postgresql.service", "prometheus.service", "prometheus-node-exporter.service")
 # Bump when the recipe below changes in a way the package list does not show.
 _RECIPE = "3"
+RUNTIME_DIR = Path("/run/cdnlab-lab")
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 
 Progress = Callable[[str], None]
@@ -393,6 +394,8 @@ class Lab:
         self.hosts: dict[str, Host] = {}
         self._state: dict[str, Any] = {}
         self.key = self.workdir / "ssh" / "id_ed25519"
+        # SSH master sockets: a short path (a Unix socket path has at most 107 bytes).
+        self.runtime_dir = RUNTIME_DIR / self.prefix
 
     # -- addresses and names ------------------------------------------------------------------
 
@@ -410,7 +413,7 @@ class Lab:
         return f"{self.prefix}-ctl"
 
     def ssh_options(self) -> list[str]:
-        control = self.workdir / "ssh" / "cp-%C"
+        control = self.runtime_dir / "cp-%h"
         return [
             "-o",
             "StrictHostKeyChecking=no",
@@ -471,6 +474,8 @@ class Lab:
         rootfs = self._rootfs or ensure_rootfs(self.cache_dir, progress=self.progress)
         self._ensure_nspawn_runtime()
         self._ensure_key()
+        self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._record("runtime_dir", str(self.runtime_dir))
         if not self.hosts:
             self._make_switch()
         first = 11 + len(self.hosts)
@@ -614,6 +619,9 @@ class Lab:
             "--keep-unit",
             f"--network-namespace-path=/run/netns/{host.netns}",
             "--console=pipe",
+            # systemd raises its hard open-file limit to the kernel's maximum on a real machine;
+            # give the container's the same room, whatever the shell that started the lab had.
+            f"--rlimit=NOFILE=65536:{_nr_open()}",
             *[f"--bind={dev}" for dev in host.disks.values()],
             "--boot",
         ]
@@ -719,9 +727,11 @@ class Lab:
         except ValueError:
             state = {}
         errors: list[str] = []
-        for sock in sorted((workdir / "ssh").glob("cp-*")):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                _run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "lab"], check=False, timeout=10)
+        for runtime in state.get("runtime_dir", []):
+            for sock in sorted(Path(runtime).glob("cp-*")):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    _run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "lab"], check=False, timeout=10)
+                sock.unlink(missing_ok=True)
         _stop_containers(state.get("procs", []), errors)
         for mount in state.get("mounts", []):
             _umount(Path(mount), errors)
@@ -741,12 +751,22 @@ class Lab:
                 time.sleep(0.1)
             else:
                 errors.append(f"link {link} still present")
+        for runtime in state.get("runtime_dir", []):
+            with contextlib.suppress(OSError):
+                Path(runtime).rmdir()
         for tmpfs in state.get("nspawn_tmpfs", []):
             if not _nspawn_running() and _is_mount(Path(tmpfs)):
                 _run(["umount", tmpfs], check=False)
         if errors:
             raise LabError("lab cleanup incomplete: " + "; ".join(errors))
         state_file.unlink(missing_ok=True)
+
+
+def _nr_open() -> int:
+    try:
+        return int(Path("/proc/sys/fs/nr_open").read_text())
+    except (OSError, ValueError):
+        return 1048576
 
 
 def _nspawn_running() -> bool:
