@@ -22,10 +22,9 @@ with warnings.catch_warnings():
     for _module, _cls in (("s3", "Bucket"), ("cloudfront", "Distribution"), ("route53", "Record")):
         getattr(getattr(pulumi_aws, _module), _cls)
 
-from infra.apply import capture_config  # noqa: E402
-
 from infra import graph as graph_mod  # noqa: E402
 from infra import stack_config  # noqa: E402
+from infra.apply import capture_config  # noqa: E402
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import boto3
 import pytest
-from infra.applier import ApplyError, apply_graph, check_supported
-from infra.graph import Graph, Node
 
 from infra import apply as apply_cli
 from infra import emulator
+from infra.applier import ApplyError, apply_graph, check_supported
+from infra.graph import Graph, Node
 
 KEYS = {"lab1": "lab-signing-key-for-tests-0001"}
 

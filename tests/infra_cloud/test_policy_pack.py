@@ -13,13 +13,13 @@ import tomllib
 from collections.abc import Callable
 
 import pytest
+from pulumi_policy import EnforcementLevel, StackValidationPolicy
+
+from cdnlab.policy import DEFAULT_PATH, from_mapping
 from infra.apply import capture_config
 from infra.graph import Graph
 from infra.policy_pack import rules
 from infra.policy_pack.on_graph import check, policy_resources
-from pulumi_policy import EnforcementLevel, StackValidationPolicy
-
-from cdnlab.policy import DEFAULT_PATH, from_mapping
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 
+from cdnlab.policy import default_catalog
 from infra.apply import capture_config
 from infra.graph import CLOUDFRONT_ZONE_ID, Graph, ref
-
-from cdnlab.policy import default_catalog
 
 BUCKET = "aws:s3/bucket:Bucket"
 DIST = "aws:cloudfront/distribution:Distribution"

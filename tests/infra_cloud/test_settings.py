@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from infra.settings import SettingsError, check_signing_keys, from_mapping
 
 from infra import inventory, stack_config
+from infra.settings import SettingsError, check_signing_keys, from_mapping
 
 GOOD = {
     "domain": "example.com",

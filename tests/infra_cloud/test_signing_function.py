@@ -14,9 +14,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from infra.viewer_request import render
 
 from cdnlab.signing import Verdict, sign_path, verify
+from infra.viewer_request import render
 
 NODE = shutil.which("node")
 HARNESS = Path(__file__).with_name("cf_function_harness.js")
