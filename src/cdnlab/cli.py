@@ -11,6 +11,7 @@ import sys
 _PARTS: list[tuple[str, str, str]] = [
     ("edge", "cdnlab.edge.cli", "the delivery daemon (edge or shield appliance)"),
     ("control", "cdnlab.control.cli", "the control plane: steering, health, fill, invalidation"),
+    ("purge", "cdnlab.control.purge_cli", "invalidate content on every appliance and CloudFront"),
     ("play", "cdnlab.client.cli", "play a title as the reference player and print QoE"),
     ("lab", "cdnlab.lab.cli", "stand the whole CDN up on this machine and prove it"),
 ]

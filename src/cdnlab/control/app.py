@@ -14,6 +14,8 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Res
 from fastapi.responses import PlainTextResponse
 
 from cdnlab import __version__ as _pkg_version
+from cdnlab.control.invalidation import InvalidationManager
+from cdnlab.control.invalidation_api import router as invalidation_router
 from cdnlab.control.models import (
     Appliance,
     ApplianceIn,
@@ -103,9 +105,20 @@ def fleet_metrics(state: ControlState) -> str:
     return "\n".join(lines) + "\n"
 
 
+def invalidation_manager(state: ControlState) -> InvalidationManager:
+    """Fan-out to the registered appliances, and to CloudFront when a distribution is known."""
+    from cdnlab.control.cloudfront_invalidation import CloudFrontInvalidator
+
+    inv = state.cfg.invalidation
+    dist = state.cfg.cloudfront_distribution_id()
+    cf = CloudFrontInvalidator(dist, inv.cloudfront_region) if dist else None
+    return InvalidationManager(inv, appliances=lambda: list(state.appliances.values()), cloudfront=cf)
+
+
 def create_app(state: ControlState, background: bool = True) -> FastAPI:
     trusted = [ipaddress.ip_network(n, strict=False) for n in state.cfg.trusted_proxies]
     token = state.cfg.admin_token
+    invalidations = invalidation_manager(state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -115,6 +128,7 @@ def create_app(state: ControlState, background: bool = True) -> FastAPI:
             yield
         finally:
             stop.set()
+            await invalidations.close()
             if task is not None:
                 await task
 
@@ -133,6 +147,8 @@ def create_app(state: ControlState, background: bool = True) -> FastAPI:
             raise HTTPException(401, "admin token required (Authorization: Bearer …)")
 
     admin = [Depends(require_admin)]
+    app.state.invalidations = invalidations
+    app.include_router(invalidation_router(invalidations, admin))
 
     def _get_or_404(appliance_id: str) -> ApplianceStatus:
         try:

@@ -124,6 +124,48 @@ class CloudWatchConfig(_Strict):
     interval: Duration = Field(default=60.0, gt=0)
 
 
+class CascadeConfig(_Strict):
+    # e.g. match = "/content/{title}/manifest.json", then = ["/content/{title}/"]
+    match: str
+    then: list[str] = Field(min_length=1)
+
+
+class InvalidationConfig(_Strict):
+    # How the control plane authenticates to each appliance's POST /purge (the edges' [admin]).
+    purge_token: str | None = None
+    purge_hmac_key: str | None = None
+    cascade: list[CascadeConfig] = Field(default_factory=list)
+    # Staging: appliances in these sites first, then the rest in batches with a delay between.
+    priority_sites: list[str] = Field(default_factory=list)
+    batch_size: int = Field(default=20, ge=1)
+    batch_delay: Duration = Field(default=10.0, ge=0)
+    # Retries per appliance (and for CloudFront): exponential backoff from retry_base to retry_max.
+    max_attempts: int = Field(default=5, ge=1, le=50)
+    retry_base: Duration = Field(default=1.0, gt=0)
+    retry_max: Duration = Field(default=30.0, gt=0)
+    timeout: Duration = Field(default=5.0, gt=0)
+    concurrency: int = Field(default=32, ge=1)
+    # The same request id, or an identical body, within this window returns the same invalidation.
+    idempotency_window: Duration = Field(default=600.0, ge=0)
+    keep: int = Field(default=1000, ge=1, description="finished invalidations kept for status")
+    # CloudFront: the distribution id, or the key in steering.pulumi_stack_output holding it.
+    cloudfront_distribution_id: str | None = None
+    pulumi_distribution_key: str = "cloudfront_distribution_id"
+    cloudfront_region: str = "us-east-1"
+
+    @field_validator("cascade")
+    @classmethod
+    def _rules(cls, v: list[CascadeConfig]) -> list[CascadeConfig]:
+        from cdnlab.control.purge_targets import CascadeRule
+
+        for i, r in enumerate(v):
+            try:
+                CascadeRule(r.match, tuple(r.then)).check()
+            except ValueError as exc:
+                raise ValueError(f"cascade[{i}]: {exc}") from None
+        return v
+
+
 class ControlConfig(_Strict):
     listen: str = "127.0.0.1:8900"
     database: str = "sqlite:///control.db"
@@ -139,6 +181,7 @@ class ControlConfig(_Strict):
     steering: SteeringConfig = Field(default_factory=SteeringConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     cloudwatch: CloudWatchConfig = Field(default_factory=CloudWatchConfig)
+    invalidation: InvalidationConfig = Field(default_factory=InvalidationConfig)
 
     _hp = field_validator("listen")(classmethod(lambda cls, v: _check_hostport(v)))
 
@@ -167,6 +210,22 @@ class ControlConfig(_Strict):
             )
         value = str(value)
         return (value if "://" in value else f"https://{value}").rstrip("/")
+
+
+    def cloudfront_distribution_id(self) -> str | None:
+        """The distribution to invalidate: from config, else from the saved Pulumi stack output."""
+        inv = self.invalidation
+        if inv.cloudfront_distribution_id:
+            return inv.cloudfront_distribution_id
+        path = self.steering.pulumi_stack_output
+        if path is None:
+            return None
+        try:
+            outputs = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"steering.pulumi_stack_output: cannot read {path}: {exc}") from None
+        value = outputs.get(inv.pulumi_distribution_key)
+        return str(value) if value else None
 
 
 def _first_error(exc: ValidationError) -> str:
