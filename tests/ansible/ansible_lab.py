@@ -104,8 +104,8 @@ def run_playbook(workdir: Path, inventory: Path, *args: str, timeout: float = 90
         check=False,
     )
     output = proc.stdout + proc.stderr
-    n = len(list((workdir / "logs").glob("*.log")))
     (workdir / "logs").mkdir(exist_ok=True)
+    n = len(list((workdir / "logs").glob("*-ansible-playbook.log")))
     (workdir / "logs" / f"{n:02d}-ansible-playbook.log").write_text(" ".join(cmd) + "\n\n" + output)
     recap: dict[str, dict[str, int]] = {}
     in_recap = False

@@ -14,11 +14,13 @@ import pytest
 from ansible_lab import REPO, LabHosts, Run, ansible_env, run_playbook
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+# Both appliances in one batch (faster); the rolling test uses site.yml's default, one at a time.
+BOTH_AT_ONCE = ("-e", "cdnlab_serial=2")
 
 
 @pytest.fixture(scope="module")
 def applied(lab_hosts: LabHosts) -> Run:
-    run = run_playbook(lab_hosts.workdir, lab_hosts.inventory)
+    run = run_playbook(lab_hosts.workdir, lab_hosts.inventory, *BOTH_AT_ONCE)
     lab_hosts.runs["apply"] = run
     return run
 
@@ -31,7 +33,7 @@ def _need(lab_hosts: LabHosts, name: str) -> Run:
 
 
 def test_check_mode_runs_on_fresh_hosts(lab_hosts: LabHosts) -> None:
-    run = run_playbook(lab_hosts.workdir, lab_hosts.inventory, "--check", "--diff")
+    run = run_playbook(lab_hosts.workdir, lab_hosts.inventory, "--check", "--diff", *BOTH_AT_ONCE)
     assert run.rc == 0, run.tail()
     assert set(run.recap) == {"oca1", "oca2", "ctl1"}
     assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in run.recap.values()), run.recap
@@ -84,7 +86,7 @@ def test_testinfra_suites_pass(lab_hosts: LabHosts) -> None:
 
 def test_second_run_changes_nothing(lab_hosts: LabHosts) -> None:
     _need(lab_hosts, "apply")
-    run = run_playbook(lab_hosts.workdir, lab_hosts.inventory)
+    run = run_playbook(lab_hosts.workdir, lab_hosts.inventory, *BOTH_AT_ONCE)
     lab_hosts.runs["again"] = run
     assert run.rc == 0, run.tail()
     assert run.changed == {"oca1": 0, "oca2": 0, "ctl1": 0}, run.changed_tasks()
