@@ -48,6 +48,75 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from cdnlab.control.content_catalog import LADDER, default_regions, generate_catalog
+    from cdnlab.control.fill_plan import ApplianceSpec, catalog_units, plan
+    from cdnlab.control.popularity import decayed, predict_tomorrow
+    from cdnlab.control.viewing_history import generate_history
+
+    regions = default_regions(args.days)
+    names = [r.name for r in regions]
+    if args.region not in names:
+        print(f"cdnlab fill plan: --region must be one of {', '.join(names)}")
+        return 2
+    catalog = generate_catalog(args.seed, args.titles, regions, args.days)
+    history = generate_history(catalog, regions, args.days, args.seed)
+    ri = names.index(args.region)
+    prob = predict_tomorrow(history, args.top, trees=args.trees, seed=args.seed)[ri]
+    recent = decayed(history.views, history.days - 1, 4.0)[ri]
+    # The forest orders the head; decayed counts order the tail it gives no probability to.
+    popularity = {
+        t.id: float(prob[j] + 0.01 * recent[j] / max(1.0, recent.max())) for j, t in enumerate(catalog)
+    }
+    tb = 10**12
+    site = [
+        ApplianceSpec(
+            f"{args.region}-a{i}",
+            f"{args.region}-s1",
+            args.region,
+            int(args.flash_tb * tb),
+            int(args.hdd_tb * tb),
+        )
+        for i in range(args.appliances)
+    ]
+    units = catalog_units(catalog, LADDER)
+    size = {cu.unit: cu.size for cu in units}
+    plans = [plan(a, site, units, popularity, {}, hot=args.hot) for a in site]
+    out = [
+        {
+            "appliance": p.appliance_id,
+            "flash_units": sum(1 for t in p.placement.values() if t == "flash"),
+            "hdd_units": sum(1 for t in p.placement.values() if t == "hdd"),
+            "flash_used": p.used["flash"] / max(1, a.flash_bytes),
+            "hdd_used": p.used["hdd"] / max(1, a.hdd_bytes),
+            "titles": len({u.title for u in p.placement}),
+            "fetch_bytes": sum(size[u] for u, _ in p.fetch),
+        }
+        for p, a in zip(plans, site, strict=True)
+    ]
+    distinct = len({u.title for p in plans for u in p.placement})
+    licensed = sum(1 for t in catalog if args.region in t.regions)
+    if args.json:
+        print(
+            json.dumps({"appliances": out, "site_distinct_titles": distinct, "licensed": licensed}, indent=2)
+        )
+        return 0
+    for row in out:
+        print(
+            f"  {row['appliance']}: flash {row['flash_units']} units ({100 * row['flash_used']:.1f} %), "
+            f"HDD {row['hdd_units']} units ({100 * row['hdd_used']:.1f} %), {row['titles']} titles, "
+            f"fetch {row['fetch_bytes'] / 1e9:,.0f} GB"
+        )
+    print(
+        f"site {args.region}-s1 holds {distinct} distinct titles of {licensed} licensed in {args.region} "
+        f"(one appliance alone: {max(r['titles'] for r in out)}); {int(np.sum(prob >= 0.5))} titles "
+        f"predicted in tomorrow's top {args.top}"
+    )
+    return 0
+
+
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="fill_cmd", metavar="SUBCOMMAND")
     p = sub.add_parser(
@@ -66,4 +135,25 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser(
+        "plan",
+        help="plan tomorrow's fill for a site's appliances from the predicted popularity",
+        formatter_class=_Fmt,
+        description="Seeded catalog and history; the forest predicts tomorrow; each appliance of "
+        "the site gets its plan (flash ≤ 95 %%, HDD ≤ 85 %%, licensing, consistent hashing).",
+        epilog="example:\n  cdnlab fill plan --region de --appliances 3 --flash-tb 2 --hdd-tb 8 --hot 5",
+    )
+    p.add_argument("--titles", type=int, default=500)
+    p.add_argument("--days", type=int, default=70)
+    p.add_argument("--top", type=int, default=100, help="N the forest is trained on")
+    p.add_argument("--trees", type=int, default=60)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--region", default="us")
+    p.add_argument("--appliances", type=int, default=3)
+    p.add_argument("--flash-tb", type=float, default=2.0)
+    p.add_argument("--hdd-tb", type=float, default=8.0)
+    p.add_argument("--hot", type=int, default=5, help="most popular titles on every appliance of the site")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_plan)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])

@@ -142,9 +142,33 @@ def _released(h: History, day: int) -> np.ndarray:
     return np.array([any(t.release_day == day and r.name in t.regions for t in h.titles) for r in h.regions])
 
 
-def evaluate(h: History, top: int, test_days: int, trees: int = 100, seed: int = 0) -> Evaluation:
+def train(h: History, top: int, targets: range, trees: int = 60, seed: int = 0):  # -> RandomForestClassifier
+    """The forest fitted on the given target days (each predicted from the day before)."""
     from sklearn.ensemble import RandomForestClassifier
 
+    x = np.concatenate([features(h, t - 1) for t in targets])
+    y = np.concatenate([top_n(h.views[t], top).reshape(-1) for t in targets])
+    forest = RandomForestClassifier(
+        n_estimators=trees,
+        min_samples_leaf=5,
+        max_features=0.5,
+        max_samples=0.25,
+        n_jobs=2,
+        random_state=seed,
+    )
+    forest.fit(x, y)
+    return forest
+
+
+def predict_tomorrow(h: History, top: int, trees: int = 60, seed: int = 0) -> np.ndarray:
+    """[region, title]: the probability of being in the top N on the day after the history,
+    from a forest trained on all of it."""
+    forest = train(h, top, range(HISTORY_DAYS + 1, h.days), trees, seed)
+    nr, nt = h.views.shape[1], h.views.shape[2]
+    return forest.predict_proba(features(h, h.days - 1))[:, 1].reshape(nr, nt)
+
+
+def evaluate(h: History, top: int, test_days: int, trees: int = 100, seed: int = 0) -> Evaluation:
     first_test = h.days - test_days  # the first target day held out
     train_targets = range(HISTORY_DAYS + 1, first_test)
     test_targets = range(first_test, h.days)
@@ -160,17 +184,7 @@ def evaluate(h: History, top: int, test_days: int, trees: int = 100, seed: int =
         HALF_LIVES, key=lambda hl: np.mean([_pr(p, y)[0] for p, y, _ in base_pairs(hl, train_targets)])
     )
 
-    x = np.concatenate([features(h, t - 1) for t in train_targets])
-    y = np.concatenate([top_n(h.views[t], top).reshape(-1) for t in train_targets])
-    forest = RandomForestClassifier(
-        n_estimators=trees,
-        min_samples_leaf=5,
-        max_features=0.5,
-        max_samples=0.25,
-        n_jobs=2,
-        random_state=seed,
-    )
-    forest.fit(x, y)
+    forest = train(h, top, train_targets, trees, seed)
 
     model, model_thr, base, model_rel, base_rel = [], [], [], [], []
     for p_base, truth, t in base_pairs(best_hl, test_targets):
