@@ -83,6 +83,17 @@ class WTinyLFU(EvictionPolicy):
         self._where[key] = _WINDOW
         self.window_used += size
         self.used += size
+        # Keep the window at its share while main still has room (no duel needed yet).
+        window = self._window
+        while self.window_used > self.window_cap and len(window) > 1:
+            cand = next(iter(window))
+            csize = window[cand]
+            if self.used - self.window_used + csize > self.main_cap:
+                break
+            del window[cand]
+            self.window_used -= csize
+            self._probation[cand] = csize
+            self._where[cand] = _PROBATION
 
     def on_remove(self, key: Key) -> None:
         where = self._where.pop(key, None)
@@ -124,7 +135,9 @@ class WTinyLFU(EvictionPolicy):
                 if victim is None or estimate(cand) <= estimate(victim):
                     victim = cand  # TinyLFU: the candidate must be strictly more popular
             else:
-                victim = self._main_victim() or next(iter(window))
+                victim = self._main_victim()
+                if victim is None:  # keys may be falsy (0, ""): test for None
+                    victim = next(iter(window))
             self.on_remove(victim)
             victims.append(victim)
         return victims

@@ -109,8 +109,6 @@ def cdn_workload(p: CdnParams = CdnParams()) -> Trace:
         ]
         titles.append(_Title(zipf[ranks[t]], boost, released, seg, rb))
 
-    profile_cum = list(_cumulative([s for _, s in p.ladder]))
-    seg_bytes = [int(rate * 1e6 / 8 * p.segment_seconds) for rate, _ in p.ladder]
     # Expected segments per session, given that a session stops at the end of its title: a
     # geometric watch length truncated at the segments left (resumes start half-way on average).
     q = 1.0 - 1.0 / max(1, p.watch_mean)
@@ -120,6 +118,25 @@ def cdn_workload(p: CdnParams = CdnParams()) -> Trace:
         for ti in titles
     ) / len(titles)
     sessions = int(p.requests / (watched + p.images_mean) * 1.05) + 1
+    # The estimate may fall short (few sessions, rounding): add sessions until it does not.
+    # Each attempt replays the same seed, so the trace is still a function of the parameters.
+    while True:
+        out = _sessions(p, titles, sessions, random.Random(p.seed * 7919 + 17))
+        if len(out) >= p.requests:
+            break
+        sessions = int(sessions * 1.1) + 1
+    out.sort(key=lambda r: r[0])
+    del out[p.requests :]
+    return _to_trace(out)
+
+
+def _sessions(
+    p: CdnParams, titles: list[_Title], sessions: int, rng: random.Random
+) -> list[tuple[float, int, int]]:
+    """Every request of SESSIONS viewing sessions spread over the days, unsorted."""
+    n_titles = len(titles)
+    profile_cum = list(_cumulative([s for _, s in p.ladder]))
+    seg_bytes = [int(rate * 1e6 / 8 * p.segment_seconds) for rate, _ in p.ladder]
     hours = max(1, int(p.days * 24))
     diurnal = [1.0 + 0.6 * math.sin(2 * math.pi * ((h % 24) - 14) / 24) for h in range(hours)]
     dsum = sum(diurnal)
@@ -167,9 +184,7 @@ def cdn_workload(p: CdnParams = CdnParams()) -> Trace:
                     out.append(
                         (start_t + (s - first) * p.segment_seconds, k, int(base * (0.7 + 0.6 * _unit(k))))
                     )
-    out.sort(key=lambda r: r[0])
-    del out[p.requests :]
-    return _to_trace(out)
+    return out
 
 
 def _image_size(key: int) -> int:

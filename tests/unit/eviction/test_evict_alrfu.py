@@ -1,0 +1,84 @@
+"""ALRFU: the effective access time, its heap, the ghost and the self-tuning k."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from cdnlab.eviction.alrfu import ALRFU, GRID, stable_hash
+from cdnlab.eviction.lru import LRU
+
+
+def test_a_frequent_object_outlives_newer_one_hit_objects() -> None:
+    c = ALRFU(400, k=16, adaptive=False)
+    for _ in range(4):
+        c.request("hot", 100, 0.0)
+    for k in "abcdef":  # a stream of one-hit objects
+        c.request(k, 100, 0.0)
+    assert c.contains("hot")
+    assert c.priority("hot") > max(c.priority(k) for k in "abcdef" if c.contains(k))
+
+
+def test_with_a_tiny_k_it_is_lru() -> None:
+    rng = random.Random(1)
+    a, b = ALRFU(5000, k=1e-9, adaptive=False), LRU(5000)
+    for i in range(3000):
+        key = rng.randrange(80)
+        assert a.request(key, 100, float(i)) == b.request(key, 100, float(i))
+
+
+def test_priority_is_recency_plus_a_log_frequency_boost() -> None:
+    c = ALRFU(10_000, k=1.0, adaptive=False)  # tau = 256 requests
+    c.request("x", 1, 0.0)
+    assert c.priority("x") == pytest.approx(1)  # requested once: its access time
+    c.request("x", 1, 0.0)  # again, immediately: b = log(1 + e^(-1/256))
+    assert c.priority("x") == pytest.approx(2 + 256 * 0.6912, rel=1e-3)
+
+
+def test_the_ghost_returns_history_to_an_evicted_object() -> None:
+    c = ALRFU(300, k=16, adaptive=False)
+    for _ in range(3):
+        c.request("x", 100, 0.0)
+    c.on_remove("x")  # removal is not eviction: no ghost
+    c.request("x", 100, 0.0)
+    fresh = c.priority("x") - c._clock  # type: ignore[attr-defined]
+    assert fresh == 0.0
+    c2 = ALRFU(200, k=16, adaptive=False)
+    for _ in range(3):
+        c2.request("x", 100, 0.0)
+    victims = c2.evict(200, 0.0)
+    assert victims == ["x"]
+    c2.request("x", 100, 0.0)  # back from the ghost: its boost resumes
+    assert c2.priority("x") - c2._clock > 0  # type: ignore[attr-defined]
+
+
+def test_equal_priorities_stay_distinct_in_the_heap() -> None:
+    c = ALRFU(1000, adaptive=False)
+    c._clock = 5  # type: ignore[attr-defined]
+    for k in "abc":
+        c.on_insert(k, 100, 0.0)  # three objects at the same instant
+    assert len(set(c._at)) == 3  # type: ignore[attr-defined]
+    assert sorted(c.evict(1000, 0.0)) == ["a", "b", "c"]
+
+
+def test_shadows_pick_k_from_the_grid_deterministically() -> None:
+    def run() -> ALRFU:
+        rng = random.Random(3)
+        c = ALRFU(40_000, shadow_objects=16, shadow_period=256)
+        for i in range(30_000):
+            key = int(rng.paretovariate(0.8)) % 5000 if rng.random() < 0.7 else 10_000 + i
+            c.request(key, 100, float(i))
+        return c
+
+    a, b = run(), run()
+    assert a.shadows and len(a.shadows) == len(GRID)
+    assert a.k_history and set(a.k_history) <= set(GRID)
+    assert a.k_history == b.k_history
+    assert all(s.capacity == a.capacity >> (a._mask.bit_length()) for s in a.shadows)  # type: ignore[attr-defined]
+
+
+def test_stable_hash_is_the_same_in_every_process() -> None:
+    assert stable_hash(12345) == 12345
+    assert stable_hash("abc") == 891568578  # CRC-32, not the per-process salted hash()
+    assert stable_hash(b"abc") == 891568578
