@@ -15,6 +15,7 @@ _PARTS: list[tuple[str, str, str]] = [
     ("fill", "cdnlab.control.fill_cli", "overnight fill: popularity prediction"),
     ("cost", "cdnlab.control.cost_cli", "CloudFront's tiered pricing against appliance cost"),
     ("play", "cdnlab.client.cli", "play a title as the reference player and print QoE"),
+    ("sim", "cdnlab.sim.cli", "replay a request trace through eviction policies and Belady"),
     ("lab", "cdnlab.lab.cli", "stand the whole CDN up on this machine and prove it"),
 ]
 
