@@ -20,7 +20,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -202,7 +202,11 @@ class InvalidationManager:
             for i, stage in enumerate(plan)
             for a in stage
         ]
-        nb = req.not_before.timestamp() if req.not_before else None
+        nb = None
+        if req.not_before is not None:
+            when = req.not_before
+            # A time without a zone is taken as UTC, not as this server's local time.
+            nb = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
         inv = Invalidation(
             id=inv_id,
             request_id=req.request_id,

@@ -161,6 +161,19 @@ def test_scheduled_and_idempotent() -> None:
     asyncio.run(main())
 
 
+def test_not_before_without_a_zone_is_utc() -> None:
+    async def main() -> None:
+        mgr = InvalidationManager(_cfg(), lambda: [])
+        try:
+            inv, _ = mgr.submit(InvalidationRequest(paths=["/p"], not_before="2030-01-01T00:00:00"))
+            assert inv.not_before == datetime(2030, 1, 1, tzinfo=UTC).timestamp()
+            assert inv.state == "scheduled"
+        finally:
+            await mgr.close()
+
+    asyncio.run(main())
+
+
 def test_idempotency_window_expires() -> None:
     async def main() -> None:
         now = [1000.0]
