@@ -88,6 +88,12 @@ class _Collector:
         yield CounterMetricFamily(
             "cdnlab_signature_refusals", "Requests refused for a bad signed URL", value=s["signature_refused"]
         )
+        ref = CounterMetricFamily(
+            "cdnlab_refused", "Requests refused by a DDoS cap (rate, conn, upstream)", labels=["reason"]
+        )
+        for reason, n in sorted(s["refused"].items()):
+            ref.add_metric([reason], n)
+        yield ref
         yield GaugeMetricFamily("cdnlab_workers", "Worker processes alive", value=m.workers_alive())
 
 

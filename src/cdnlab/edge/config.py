@@ -5,6 +5,7 @@ A wrong key or value is reported as one line naming the key (``ConfigError``), a
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -84,6 +85,26 @@ class LimitsConfig(_Strict):
     open_files_cache: int = Field(default=4096, gt=0)
     cache_lock_timeout: float = Field(default=30.0, gt=0)
     drain_timeout: float = Field(default=300.0, gt=0)
+    # Time a request body may take once its headers are in (GET/HEAD bodies are read and dropped).
+    body_timeout: float = Field(default=10.0, gt=0)
+    # DDoS caps; 0 turns each off. Per client address and per worker (as nginx zones per worker).
+    conn_per_client: int = Field(default=0, ge=0)
+    rate_per_client: float = Field(default=0.0, ge=0)  # requests per second (token refill)
+    rate_burst: int = Field(default=50, gt=0)  # bucket size: requests allowed back to back
+    max_upstream_fetches: int = Field(default=0, ge=0)  # concurrent fetches per worker
+    retry_after: int = Field(default=1, ge=0)  # seconds, in every 429/503 refusal
+    # CIDRs exempt from the per-client caps (health checkers, fill servers).
+    allow: list[str] = Field(default_factory=list)
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"not an address or CIDR: {cidr!r}") from None
+        return v
 
 
 class LogConfig(_Strict):

@@ -20,6 +20,7 @@ import httptools
 from cdnlab.edge.output import FileSpan, GrowingSpan, Response
 
 if TYPE_CHECKING:
+    from cdnlab.edge.limits import Limiter
     from cdnlab.edge.worker import Worker
 
 _SENDFILE_CHUNK = 1 << 21
@@ -38,6 +39,7 @@ class _Reject(Exception):
 
 class Conn:
     __slots__ = (
+        "_body",
         "_hbytes",
         "_headers",
         "_in_request",
@@ -49,9 +51,11 @@ class Conn:
         "closed",
         "fd",
         "last_active",
+        "limit",
         "parser",
         "queue",
         "read_eof",
+        "refusal",
         "request_began",
         "sock",
         "worker",
@@ -77,6 +81,15 @@ class Conn:
         self.last_active = worker.now
         self.request_began = 0.0
         self.write_stalled_since = 0.0
+        self._body = False  # headers in, body still arriving: the body timeout applies
+        # The per-client caps, or None when they do not apply (off, or an allow-listed client).
+        self.limit: Limiter | None = None
+        self.refusal: str | None = None
+        lim = worker.limiter
+        if lim.enabled:
+            limited, self.refusal = lim.on_accept(client)
+            if limited:
+                self.limit = lim
         self._resume_reading()
 
     # -- reading -----------------------------------------------------------------------------
@@ -164,8 +177,19 @@ class Conn:
         if len(self._headers) > self.worker.limits.max_headers:
             raise _Reject(431, "too many request header fields")
 
+    def on_headers_complete(self) -> None:
+        # From here a (GET/HEAD: ignored) body may follow; it gets body_timeout of its own.
+        self._body = True
+        self.request_began = self.worker.now
+
     def on_message_complete(self) -> None:
         self._in_request = False
+        self._body = False
+        if self.limit is not None:
+            verdict = self.limit.admit(self, time.monotonic())
+            if verdict is not None:
+                self._refuse(*verdict)
+                return
         parser = self.parser
         worker = self.worker
         if not self._special and not self.queue and parser.get_method() == b"GET" and not worker.draining:
@@ -198,6 +222,29 @@ class Conn:
         self._url = b""
         self._headers = []
         self._hbytes = 0
+        if not keep_alive:
+            resp.close = True
+            self._pause_reading()
+            self.read_eof = True
+        self.queue.append(resp)
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """A request over a per-client cap: 429 (rate) or 503 (connections), with Retry-After.
+        Over the connection cap the connection is closed after the answer."""
+        worker = self.worker
+        worker.stats.refused[reason] += 1
+        keep_alive = status == 429 and self.parser.should_keep_alive() and not worker.draining
+        resp = worker.handler.error(
+            status,
+            "too many requests" if status == 429 else "too many connections from this address",
+            self.parser.get_method().decode("latin-1", "replace"),
+            self._url.decode("latin-1", "replace"),
+            extra=self.limit.retry_after if self.limit is not None else b"",
+        )
+        self._url = b""
+        self._headers = []
+        self._hbytes = 0
+        self._special = False
         if not keep_alive:
             resp.close = True
             self._pause_reading()
@@ -310,7 +357,8 @@ class Conn:
     def check_timeouts(self, now: float) -> None:
         """Called about once a second by the worker: slow or idle clients are let go."""
         limits = self.worker.limits
-        slow_request = self._in_request and now - self.request_began > limits.header_timeout
+        allowed = limits.body_timeout if self._body else limits.header_timeout
+        slow_request = self._in_request and now - self.request_began > allowed
         slow_reader = self._writing and now - self.write_stalled_since > limits.send_timeout
         if slow_request or slow_reader:
             self.worker.stats.timeouts += 1
@@ -322,6 +370,8 @@ class Conn:
         if self.closed:
             return
         self.closed = True
+        if self.limit is not None and self.refusal is None:
+            self.limit.on_close(self.client)
         loop = self.worker.loop
         if self._reading:
             loop.remove_reader(self.fd)

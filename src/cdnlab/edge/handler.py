@@ -55,6 +55,7 @@ class Handler:
         self.keys = dict(worker.config.signing.keys)
         self.require_signature = bool(self.keys) and worker.config.signing.required
         self.max_ranges = worker.config.limits.max_ranges
+        self.fetch_cap = worker.config.limits.max_upstream_fetches
         # raw request-target -> (path, cache key): spares normalisation on repeated URLs.
         self.targets: dict[bytes, tuple[str, str]] = {}
 
@@ -117,6 +118,8 @@ class Handler:
         if obj is not None:
             meta, handle, body = obj
             if meta.fresh_until <= time.time():
+                if self.fetch_cap and self._capped(key, hdrs) and not self._swr(meta):
+                    return self.refuse_fetch(method, path, keep_alive)
                 self._stale(conn, resp, key, path, hdrs, close_hdr, url, obj)
                 return resp
             resp.cache_status = "hit"
@@ -134,7 +137,28 @@ class Handler:
                 return resp
             self.render(resp, meta, hdrs, self.hit_status, close_hdr, handle=handle, body=body)
             return resp
+        if self.fetch_cap and self._capped(key, hdrs):
+            return self.refuse_fetch(method, path, keep_alive)
         self._miss(conn, resp, key, path, hdrs, close_hdr, url)
+        return resp
+
+    def _capped(self, key: str, hdrs: dict[bytes, str]) -> bool:
+        """True when this request would start a fetch and the worker already runs its cap of them
+        (a request that joins a fetch under way costs the origin nothing and is let through)."""
+        w = self.w
+        joins = b"authorization" not in hdrs and key in w.fetches
+        return not joins and w.fetches_running >= self.fetch_cap
+
+    @staticmethod
+    def _swr(meta: ObjectMeta) -> bool:
+        fr = meta.freshness
+        return fr is not None and fr.can_serve_stale_while_revalidate(time.time())
+
+    def refuse_fetch(self, method: str, path: str, keep_alive: bool) -> Response:
+        self.w.stats.refused["upstream"] += 1
+        retry = self.w.limiter.retry_after
+        resp = self.error(503, "upstream fetch capacity reached", method, path, extra=retry)
+        resp.close = not keep_alive
         return resp
 
     def _stale(self, conn, resp, key, path, hdrs, close_hdr, url, obj) -> None:  # type: ignore[no-untyped-def]
@@ -143,7 +167,9 @@ class Handler:
         meta, handle, body = obj
         fr = meta.freshness
         if fr is not None and fr.can_serve_stale_while_revalidate(time.time()):
-            self.w.fetch(key, self._upstream_target(url, path), stale=meta)  # collapsed, in the background
+            # Revalidate in the background, collapsed; at the fetch cap serve it unrevalidated.
+            if not (self.fetch_cap and self._capped(key, hdrs)):
+                self.w.fetch(key, self._upstream_target(url, path), stale=meta)
             self.render(resp, meta, hdrs, self.swr_status, close_hdr, handle=handle, body=body)
             resp.cache_status = "stale"
             resp.tier = meta.tier
@@ -424,6 +450,7 @@ def _detail(status: int) -> str:
         405: "method",
         412: "precondition",
         414: "uri-too-long",
+        429: "rate-limited",
         431: "headers-too-large",
         502: "upstream-error",
         503: "unavailable",

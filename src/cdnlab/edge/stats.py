@@ -43,6 +43,8 @@ class WorkerStats:
         self.accepted = 0
         self.timeouts = 0
         self.signature_refused = 0
+        # Requests refused by a DDoS cap, by reason: rate, conn, upstream.
+        self.refused: defaultdict[str, int] = defaultdict(int)
         self.upstream_health: dict[str, bool] = {}
 
     def request(self, status: int, cache_status: str, tier: str, nbytes: int, seconds: float) -> None:
@@ -75,6 +77,7 @@ class WorkerStats:
             "accepted": self.accepted,
             "timeouts": self.timeouts,
             "signature_refused": self.signature_refused,
+            "refused": dict(self.refused),
             "upstream_health": self.upstream_health,
         }
 
@@ -96,6 +99,7 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         "accepted": 0,
         "timeouts": 0,
         "signature_refused": 0,
+        "refused": defaultdict(int),
         "upstream_health": {},
     }
     for snap in snapshots:
@@ -113,6 +117,8 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
             for i, n in enumerate(src.get("counts", [])):
                 out[h]["counts"][i] += n
             out[h]["sum"] += src.get("sum", 0.0)
+        for reason, n in snap.get("refused", {}).items():
+            out["refused"][reason] += n
         for k in ("connections", "accepted", "timeouts", "signature_refused"):
             out[k] += snap.get(k, 0)
     return out

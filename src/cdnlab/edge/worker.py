@@ -28,6 +28,7 @@ from cdnlab.edge.fetchlock import FetchLocks
 from cdnlab.edge.freshness import compute_freshness
 from cdnlab.edge.handler import Handler
 from cdnlab.edge.httpdate import DateCache
+from cdnlab.edge.limits import Limiter
 from cdnlab.edge.meta import ObjectMeta
 from cdnlab.edge.output import FileHandle, Response
 from cdnlab.edge.shm import SharedState, key_hash
@@ -123,6 +124,7 @@ class Worker:
             lim.upstream_probe_interval,
         )
         self.access = AccessLog(config.log.access_log) if config.log.access_log else None
+        self.limiter = Limiter(config.limits)
         self.handler = Handler(self)
         self._hot: dict[str, HotObject] = {}
         self._hot_bytes = 0
@@ -252,6 +254,10 @@ class Worker:
             task.add_done_callback(self._tasks.discard)
         return fetch
 
+    @property
+    def fetches_running(self) -> int:
+        return len(self._tasks)
+
     # connections -----------------------------------------------------------------------------
 
     def finished(self, conn: Conn, resp: Response) -> None:
@@ -304,6 +310,7 @@ class Worker:
         for conn in list(self.conns):
             conn.check_timeouts(self.now)
         self.stats.connections = len(self.conns)
+        self.limiter.prune(self.now)
         self.stats.upstream_health = {u.url: u.healthy for u in self.upstreams.upstreams}
         try:
             self.stats.publish(self.stats_path)
