@@ -169,7 +169,7 @@ class Handler:
         if fr is not None and fr.can_serve_stale_while_revalidate(time.time()):
             # Revalidate in the background, collapsed; at the fetch cap serve it unrevalidated.
             if not (self.fetch_cap and self._capped(key, hdrs)):
-                self.w.fetch(key, self._upstream_target(url, path), stale=meta)
+                self.w.fetch(key, key, stale=meta)
             self.render(resp, meta, hdrs, self.swr_status, close_hdr, handle=handle, body=body)
             resp.cache_status = "stale"
             resp.tier = meta.tier
@@ -345,7 +345,7 @@ class Handler:
         w = self.w
         fetch = w.fetch(
             key,
-            self._upstream_target(url, path),
+            key,  # the upstream is asked for exactly what the key holds (see docs/edge.md, poisoning)
             stale=stale[0] if stale is not None else None,
             authorization=hdrs.get(b"authorization"),
         )
@@ -435,12 +435,6 @@ class Handler:
         resp.tier = "upstream"
         resp.body_bytes = len(body)
         resp.complete = True
-
-    def _upstream_target(self, url: bytes, path: str) -> str:
-        """What we ask the upstream for: the normalised path and the query minus our signature."""
-        query = url.split(b"?", 1)[1].decode("latin-1") if b"?" in url else ""
-        query = signing.strip_signature(query) if query else ""
-        return f"{path}?{query}" if query else path
 
 
 def _detail(status: int) -> str:
