@@ -91,8 +91,10 @@ def ansible_env(workdir: Path) -> dict[str, str]:
     return env
 
 
-def run_playbook(workdir: Path, inventory: Path, *args: str, timeout: float = 900) -> Run:
-    cmd = [str(ANSIBLE_BIN / "ansible-playbook"), "-i", str(inventory), str(REPO / "site.yml"), *args]
+def run_playbook(
+    workdir: Path, inventory: Path, *args: str, timeout: float = 900, playbook: Path = REPO / "site.yml"
+) -> Run:
+    cmd = [str(ANSIBLE_BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), *args]
     proc = subprocess.run(
         cmd,
         cwd=REPO,

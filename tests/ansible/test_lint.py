@@ -34,6 +34,7 @@ def test_ansible_lint_production_profile(tmp_path: Path) -> None:
             "roles",
             "inventories/example",
             "tests/ansible/render.yml",
+            "tests/ansible/vm-storage.yml",
         ],
         cwd=REPO,
         env=ansible_env(tmp_path),

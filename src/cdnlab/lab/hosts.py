@@ -493,13 +493,19 @@ class Lab:
         return self.hosts
 
     def _ensure_nspawn_runtime(self) -> None:
-        # systemd-nspawn keeps per-machine state under /run/systemd/nspawn; on a host whose /run
-        # is not a tmpfs managed by systemd it needs one there.
+        if Lab._ensure_nspawn_runtime_static():
+            self._record("nspawn_tmpfs", "/run/systemd/nspawn")
+
+    @staticmethod
+    def _ensure_nspawn_runtime_static() -> bool:
+        """systemd-nspawn keeps per-machine state under /run/systemd/nspawn; on a host whose /run
+        is not a tmpfs managed by systemd it needs one there. True if this call mounted it."""
         path = Path("/run/systemd/nspawn")
         path.mkdir(parents=True, exist_ok=True)
-        if not _is_mount(path):
-            _run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(path)])
-            self._record("nspawn_tmpfs", str(path))
+        if _is_mount(path):
+            return False
+        _run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(path)])
+        return True
 
     def _ensure_key(self) -> None:
         self.key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -842,3 +848,231 @@ def _detach_loop(device: str, image: str, errors: list[str]) -> None:
             return
         time.sleep(0.25)
     errors.append(f"loop device {device} ({image}) could not be detached")
+
+
+# -- qemu virtual machines (real device names: NVMe and SATA) ---------------------------------------
+
+VM_PACKAGES = ("linux-image-amd64", "initramfs-tools")
+
+
+@dataclass(frozen=True)
+class VmImage:
+    kernel: Path
+    initrd: Path
+    rootfs: Path  # a raw ext4 image of the whole root filesystem (booted with -snapshot)
+    key: Path  # the SSH private key whose public half is root's authorized_keys
+
+
+def ensure_vm_image(cache_dir: Path = CACHE_DIR, *, progress: Progress = _quiet) -> VmImage:
+    """A bootable image made from the cached root filesystem plus Debian's kernel, with
+    systemd-networkd on qemu's user network and an SSH key for root. Built once (a few minutes)."""
+    base = ensure_rootfs(cache_dir, progress=progress)
+    target = Path(cache_dir) / f"vm-{rootfs_key()}"
+    image = VmImage(target / "vmlinuz", target / "initrd.img", target / "rootfs.img", target / "id_ed25519")
+    ok = target / ".cdnlab-vm-ok"
+    if ok.exists():
+        return image
+    with _locked(Path(cache_dir) / f"{target.name}.lock"):
+        if ok.exists():
+            return image
+        shutil.rmtree(target, ignore_errors=True)
+        tree = Path(cache_dir) / f"{target.name}.tree"
+        shutil.rmtree(tree, ignore_errors=True)
+        target.mkdir(parents=True)
+        progress(f"building the VM image in {target} (once)")
+        _run(["cp", "-a", "--reflink=auto", str(base), str(tree)], timeout=900)
+        Lab._ensure_nspawn_runtime_static()
+        proc = subprocess.run(
+            [
+                "systemd-nspawn",
+                "--quiet",
+                "-D",
+                str(tree),
+                "--register=no",
+                "--keep-unit",
+                "--pipe",
+                "sh",
+                "-c",
+                "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+                f"--no-install-recommends {' '.join(VM_PACKAGES)} && apt-get clean",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise LabError(f"installing the kernel into the VM image failed: {proc.stderr[-2000:]}")
+        vmlinuz = sorted((tree / "boot").glob("vmlinuz-*"))[-1]
+        initrd = sorted((tree / "boot").glob("initrd.img-*"))[-1]
+        shutil.copy2(vmlinuz, image.kernel)
+        shutil.copy2(initrd, image.initrd)
+        (tree / "etc/hostname").write_text("vm\n")
+        (tree / "etc/fstab").write_text("/dev/vda / ext4 rw,errors=remount-ro 0 1\n")
+        net = tree / "etc/systemd/network/20-qemu.network"
+        net.parent.mkdir(parents=True, exist_ok=True)
+        net.write_text("[Match]\nName=en* eth*\n\n[Network]\nAddress=10.0.2.15/24\nGateway=10.0.2.2\n")
+        _run(["systemctl", f"--root={tree}", "enable", "systemd-networkd.service"], check=False)
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cdnlab-vm", "-f", str(image.key)])
+        ssh_dir = tree / "root/.ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        (ssh_dir / "authorized_keys").write_text(image.key.with_suffix(".pub").read_text())
+        os.chmod(ssh_dir / "authorized_keys", 0o600)
+        _run(["mkfs.ext4", "-q", "-F", "-L", "vmroot", "-d", str(tree), str(image.rootfs), "4G"], timeout=900)
+        shutil.rmtree(tree, ignore_errors=True)
+        ok.write_text("ok\n")
+    return image
+
+
+@dataclass
+class Vm:
+    """A qemu guest (software emulation) booted from a VmImage with NVMe and SATA disks; SSH on a
+    loopback port. Use as a context manager; the guest has no network beyond that port."""
+
+    image: VmImage
+    workdir: Path
+    nvme: Sequence[int | str] = ("2G",)
+    sata_hdd: Sequence[int | str] = ("3G",)
+    memory_mb: int = 2048
+    ssh_port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    disks: dict[str, Path] = field(default_factory=dict)
+
+    def __enter__(self) -> Vm:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def ssh_base(self) -> list[str]:
+        return [
+            "ssh",
+            "-i",
+            str(self.image.key),
+            "-p",
+            str(self.ssh_port),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+        ]
+
+    def ssh(
+        self, command: str, *, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [*self.ssh_base(), "root@127.0.0.1", command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise LabError(f"vm: `{command}` exited {proc.returncode}: {proc.stderr.strip()}")
+        return proc
+
+    def start(self, boot_timeout: float = 600) -> None:
+        qemu = shutil.which("qemu-system-x86_64")
+        if qemu is None:
+            raise LabError("qemu-system-x86_64 is not installed (Debian package qemu-system-x86)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.ssh_port:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                self.ssh_port = int(s.getsockname()[1])
+        args = [
+            qemu,
+            "-machine",
+            "q35,accel=tcg",
+            "-cpu",
+            "max",
+            "-smp",
+            "2",
+            "-m",
+            str(self.memory_mb),
+            "-kernel",
+            str(self.image.kernel),
+            "-initrd",
+            str(self.image.initrd),
+            "-append",
+            "root=/dev/vda rw console=ttyS0 net.ifnames=0",
+            "-drive",
+            f"file={self.image.rootfs},if=virtio,format=raw,snapshot=on",
+            "-netdev",
+            f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
+            "-device",
+            "virtio-net-pci,netdev=n0",
+            "-device",
+            "ahci,id=ahci",
+            "-display",
+            "none",
+            "-serial",
+            f"file:{self.workdir / 'console.log'}",
+            "-monitor",
+            "none",
+        ]
+        for i, size in enumerate(self.nvme):
+            img = self._disk(f"nvme{i}", size)
+            args += [
+                "-drive",
+                f"file={img},if=none,id=nv{i},format=raw",
+                "-device",
+                f"nvme,drive=nv{i},serial=CDNLABNVME{i}",
+            ]
+        for i, size in enumerate(self.sata_hdd):
+            img = self._disk(f"hdd{i}", size)
+            args += [
+                "-drive",
+                f"file={img},if=none,id=hd{i},format=raw",
+                "-device",
+                f"ide-hd,drive=hd{i},bus=ahci.{i},rotation_rate=7200,serial=CDNLABHDD{i}",
+            ]
+        log = open(self.workdir / "qemu.log", "wb")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + boot_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise LabError(f"qemu exited {self.proc.returncode}; see {self.workdir / 'qemu.log'}")
+            try:
+                if self.ssh(
+                    "systemctl is-system-running --wait", check=False, timeout=120
+                ).stdout.strip() in (
+                    "running",
+                    "degraded",
+                ):
+                    return
+            except subprocess.TimeoutExpired:
+                pass
+            time.sleep(5)
+        self.stop()
+        raise LabError(
+            f"the VM did not answer SSH in {boot_timeout:.0f}s; see {self.workdir / 'console.log'}"
+        )
+
+    def _disk(self, name: str, size: int | str) -> Path:
+        path = self.workdir / f"{name}.img"
+        with open(path, "wb") as f:
+            f.truncate(DiskSpec(name, size).size_bytes())
+        self.disks[name] = path
+        return path
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(Exception):
+            self.ssh("systemctl poweroff", check=False, timeout=15)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
