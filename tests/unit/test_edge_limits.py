@@ -78,3 +78,13 @@ def test_config_errors_name_the_key(limits: dict, message: str) -> None:
     }
     with pytest.raises(ConfigError, match=message):
         from_mapping(base)
+
+
+def test_connection_cap_follows_the_open_file_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cdnlab.edge import limits as mod
+
+    monkeypatch.setattr(mod.resource, "getrlimit", lambda _which: (20000, 20000))
+    assert mod.fd_reserve(LimitsConfig(open_files_cache=100)) == 1224
+    assert mod.connection_cap(LimitsConfig(open_files_cache=100)) == 20000 - 1224
+    assert mod.connection_cap(LimitsConfig(open_files_cache=100, worker_connections=500)) == 500
+    assert mod.connection_cap(LimitsConfig(open_files_cache=100, worker_connections=50000)) == 20000 - 1224

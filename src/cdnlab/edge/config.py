@@ -87,6 +87,9 @@ class LimitsConfig(_Strict):
     drain_timeout: float = Field(default=300.0, gt=0)
     # Time a request body may take once its headers are in (GET/HEAD bodies are read and dropped).
     body_timeout: float = Field(default=10.0, gt=0)
+    # Client connections per worker the open-file limit must allow (checked at start, exit 1 with
+    # a clear line if it cannot); 0 sizes it from the limit. Beyond it new connections get a 503.
+    worker_connections: int = Field(default=0, ge=0)
     # DDoS caps; 0 turns each off. Per client address and per worker (as nginx zones per worker).
     conn_per_client: int = Field(default=0, ge=0)
     rate_per_client: float = Field(default=0.0, ge=0)  # requests per second (token refill)

@@ -10,6 +10,7 @@ to N times the configured figures, as with nginx zones that are not shared.
 from __future__ import annotations
 
 import ipaddress
+import resource
 from typing import TYPE_CHECKING
 
 from cdnlab.edge.config import LimitsConfig
@@ -18,6 +19,20 @@ if TYPE_CHECKING:
     from cdnlab.edge.conn import Conn
 
 _Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+DEFAULT_CONNECTIONS = 16384  # what the open-file limit is raised for when worker_connections is 0
+
+
+def fd_reserve(limits: LimitsConfig) -> int:
+    """Descriptors a worker needs besides client sockets: cached object files (each may be open
+    twice while replaced), listeners, the index, upstream sockets, logs."""
+    return limits.open_files_cache * 2 + 1024
+
+
+def connection_cap(limits: LimitsConfig) -> int:
+    """The most client connections this process can hold under its open-file limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    room = (1 << 30) if soft == resource.RLIM_INFINITY else max(0, soft - fd_reserve(limits))
+    return min(limits.worker_connections or room, room)
 
 
 class _Bucket:

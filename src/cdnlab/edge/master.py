@@ -25,6 +25,7 @@ from aiohttp import web
 from cdnlab import __version__
 from cdnlab.edge.admin import build_app
 from cdnlab.edge.config import EdgeConfig
+from cdnlab.edge.limits import DEFAULT_CONNECTIONS, fd_reserve
 from cdnlab.edge.shm import SharedState
 from cdnlab.edge.stats import merge
 from cdnlab.edge.store import Store
@@ -42,16 +43,22 @@ class StartupError(Exception):
 
 
 def check_fd_limit(config: EdgeConfig) -> int:
+    """Raise the soft open-file limit toward what the workers need (they inherit it); refuse to
+    start, naming the figures, when it cannot cover an explicit ``limits.worker_connections``."""
+    lim = config.limits
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = max(FDS_PER_WORKER_MIN, config.limits.open_files_cache * 2 + 1024)
+    want = max(FDS_PER_WORKER_MIN, fd_reserve(lim) + (lim.worker_connections or DEFAULT_CONNECTIONS))
     if soft < want:
         new = want if hard == resource.RLIM_INFINITY else min(want, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
         soft = new
-    if soft < FDS_PER_WORKER_MIN:
+    if soft < FDS_PER_WORKER_MIN or (lim.worker_connections and soft < want):
+        need = want if lim.worker_connections else FDS_PER_WORKER_MIN
         raise StartupError(
-            f"open-file limit is {soft} (hard limit {hard}); cdnlab needs at least {FDS_PER_WORKER_MIN}: "
-            "raise LimitNOFILE in the service unit or `ulimit -n`"
+            f"open-file limit is {soft} (hard limit {hard}); cdnlab needs {need} per worker "
+            f"(limits.worker_connections {lim.worker_connections} + {fd_reserve(lim)} for "
+            "limits.open_files_cache and the rest): raise LimitNOFILE in the service unit or "
+            "`ulimit -n`, or lower limits.worker_connections"
         )
     return soft
 

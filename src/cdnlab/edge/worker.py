@@ -8,6 +8,7 @@ shared invalidation ring keeps honest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import logging
@@ -28,7 +29,7 @@ from cdnlab.edge.fetchlock import FetchLocks
 from cdnlab.edge.freshness import compute_freshness
 from cdnlab.edge.handler import Handler
 from cdnlab.edge.httpdate import DateCache
-from cdnlab.edge.limits import Limiter
+from cdnlab.edge.limits import Limiter, connection_cap
 from cdnlab.edge.meta import ObjectMeta
 from cdnlab.edge.output import FileHandle, Response
 from cdnlab.edge.shm import SharedState, key_hash
@@ -37,6 +38,11 @@ from cdnlab.edge.store import Store
 from cdnlab.policy import cache_key_query, classify
 
 log = logging.getLogger("cdnlab.edge.worker")
+
+_FULL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nServer: cdnlab\r\nRetry-After: 1\r\n"
+    b"Content-Length: 0\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+)
 
 HotObject = tuple[ObjectMeta, FileHandle | None, bytes | None]
 
@@ -125,6 +131,7 @@ class Worker:
         )
         self.access = AccessLog(config.log.access_log) if config.log.access_log else None
         self.limiter = Limiter(config.limits)
+        self.max_conns = connection_cap(config.limits)  # under the open-file limit, with room to spare
         self.handler = Handler(self)
         self._hot: dict[str, HotObject] = {}
         self._hot_bytes = 0
@@ -294,10 +301,21 @@ class Worker:
                     self.loop.call_later(0.1, self._resume_accept, lsock)
                 return
             sock.setblocking(False)
+            if len(self.conns) >= self.max_conns:
+                self._over_capacity(sock)
+                continue
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.stats.accepted += 1
             self.conns.add(Conn(self, sock, addr[0] if isinstance(addr, tuple) else str(addr)))
+
+    def _over_capacity(self, sock: socket.socket) -> None:
+        """Full (worker_connections): a best-effort 503 without reading the request, then close;
+        better than running out of descriptors for object files."""
+        self.stats.refused["capacity"] += 1
+        with contextlib.suppress(OSError):
+            sock.send(_FULL)
+        sock.close()
 
     def _resume_accept(self, lsock: socket.socket) -> None:
         if not self.draining and lsock.fileno() >= 0:
