@@ -145,12 +145,13 @@ class LabHosts:
 
 
 def _snapshot_source(dest: Path) -> Path:
-    """A copy of what the wheel is built from, so other people editing the working tree during the
-    test cannot make the second run see a new build."""
+    """A copy of what the wheel is built from (and of the alerting rules), so other people editing
+    the working tree during the test cannot make the second run see a change."""
     dest.mkdir(parents=True)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, dest / name)
     shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(REPO / "monitoring" / "prometheus", dest / "monitoring" / "prometheus")
     return dest
 
 
@@ -241,7 +242,10 @@ def lab_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHosts]:
                     "cdnlab_control_signing_key": SIGNING_KEY,
                     "cdnlab_control_health": {"interval": "2s"},
                 },
-                "monitoring": {"prometheus_scrape_interval": "5s"},
+                "monitoring": {
+                    "prometheus_scrape_interval": "5s",
+                    "prometheus_rules_files": [str(source / "monitoring/prometheus/cdnlab-alerts.yml")],
+                },
             },
         )
         # Per-host disks: by the device paths this lab gave them, plus one that is not there.
