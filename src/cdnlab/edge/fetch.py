@@ -98,6 +98,17 @@ class Fetch:
 
     # waiters ---------------------------------------------------------------------------------
 
+    @property
+    def complete(self) -> bool:
+        """Every byte of the body is in the temp file (the commit may still be running)."""
+        return (
+            self.outcome == "stream"
+            and self.meta is not None
+            and self.failed is None
+            and self.meta.size >= 0
+            and self.written == self.meta.size
+        )
+
     def when_ready(self, callback: Callable[[Fetch], None]) -> None:
         if self.outcome:
             callback(self)

@@ -351,13 +351,21 @@ class Handler:
         )
         # RFC 9211 "collapsed": this request rides on a fetch another request started.
         collapsed = "; collapsed" if fetch.attached else ""
+        # Joining a fetch whose body has all arrived (its commit still under way) forwards nothing:
+        # for this request it is a hit, served from the bytes already here.
+        arrived = fetch.complete
         fetch.attached += 1
         fwd = "stale" if stale is not None else "miss"
 
         def ready(f: Fetch) -> None:
             if conn.closed:
                 return
-            if f.outcome == "stream":
+            if f.outcome == "stream" and arrived and f.stored:
+                assert f.meta is not None
+                resp.cache_status = "hit"
+                resp.tier = "upstream"
+                self.render(resp, f.meta, hdrs, self.hit_status, close_hdr, source=f)
+            elif f.outcome == "stream":
                 assert f.meta is not None
                 stored = "; stored" if f.stored else ""
                 prefix = f"{f.upstream_status}, " if f.upstream_status else ""
