@@ -276,6 +276,9 @@ def lab_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHosts]:
             server.server_close()
         lab.down()
         _assert_nothing_left(lab)
+        # The hosts' upper layers hold a venv each (hundreds of MB); keep only the logs.
+        shutil.rmtree(workdir / "lab" / "hosts", ignore_errors=True)
+        shutil.rmtree(workdir / "source", ignore_errors=True)
 
 
 def _assert_nothing_left(lab: Any) -> None:
