@@ -141,6 +141,8 @@ def test_upstream_fetch_cap(limited: Edge, origin: Nginx) -> None:
         origin.put(f"/slow/limits/{i}.bin", 1_500_000)  # ~3 s each at the origin's 512 KiB/s
     origin.put("/limits/hit.bin", 500)
     assert _get(limited, "127.0.0.9", "/limits/hit.bin")[0] == 200
+    limited.wait_stored("/limits/hit.bin")  # its fetch must not still count against the cap
+    time.sleep(0.5)
     slow = []
     try:
         for i in range(2):
