@@ -22,28 +22,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cdnlab.lab import procs
+
 REPO = Path(__file__).resolve().parent.parent
 CDNLAB = [sys.executable, "-m", "cdnlab.cli"]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+# One implementation of "a free loopback port" and "wait until it listens", shared with the lab.
+free_port = procs.free_port
+wait_port = procs.wait_port
 
 
 _NGINX_REQUEST = re.compile(r'"([A-Z]+) (\S+) HTTP/[0-9.]+"')

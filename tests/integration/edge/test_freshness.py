@@ -8,7 +8,8 @@ import hashlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,8 +60,9 @@ class Origin:
         )
 
 
-@pytest.fixture(scope="module")
-def origin() -> Iterator[Origin]:
+@contextmanager
+def running_origin() -> Iterator[tuple[Origin, Callable[[], None]]]:
+    """An Origin served from a thread; the callable takes it off the network (a dead origin)."""
     o = Origin(port=free_port())
     loop = asyncio.new_event_loop()
     app = web.Application()
@@ -70,9 +72,21 @@ def origin() -> Iterator[Origin]:
     loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", o.port).start())
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    yield o
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+
+    def kill() -> None:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(5)
+
+    try:
+        yield o, kill
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def origin() -> Iterator[Origin]:
+    with running_origin() as (o, _):
+        yield o
 
 
 @pytest.fixture(scope="module")
@@ -245,26 +259,16 @@ def test_upstream_age_and_expires_count(origin: Origin, cache: int) -> None:
 
 
 def test_disconnected_origin_serves_stale_unless_must_revalidate(tmp_path: Path) -> None:
-    o = Origin(port=free_port())
-    loop = asyncio.new_event_loop()
-    app = web.Application()
-    app.router.add_route("GET", "/{tail:.*}", o.handle)
-    runner = web.AppRunner(app, access_log=None)
-    loop.run_until_complete(runner.setup())
-    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", o.port).start())
-    t = threading.Thread(target=loop.run_forever, daemon=True)
-    t.start()
-    o.scenarios["/plain"] = Scenario({"Cache-Control": "max-age=1"})
-    o.scenarios["/strict"] = Scenario({"Cache-Control": "max-age=1, must-revalidate"})
-    with edge(tmp_path, [o.url]) as e:
-        for p in ("/plain", "/strict"):
-            get(e.port, p)
-            wait_stored(e.port, p)
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(5)  # the origin goes away
-        time.sleep(1.3)
-        s, h, _b = get(e.port, "/plain")
-        assert s == 200 and "stale" in cs(h), cs(h)
-        s, h, _ = get(e.port, "/strict")
-        assert s in (502, 504), (s, cs(h))
-    loop.call_soon_threadsafe(loop.stop)
-    t.join(5)
+    with running_origin() as (o, kill):
+        o.scenarios["/plain"] = Scenario({"Cache-Control": "max-age=1"})
+        o.scenarios["/strict"] = Scenario({"Cache-Control": "max-age=1, must-revalidate"})
+        with edge(tmp_path, [o.url]) as e:
+            for p in ("/plain", "/strict"):
+                get(e.port, p)
+                wait_stored(e.port, p)
+            kill()  # the origin goes away
+            time.sleep(1.3)
+            s, h, _ = get(e.port, "/plain")
+            assert s == 200 and "stale" in cs(h), cs(h)
+            s, h, _ = get(e.port, "/strict")
+            assert s in (502, 504), (s, cs(h))
