@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import tomllib
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from cdnlab.configfile import first_error, read_toml
 from cdnlab.control.thresholds import HEALTH_MEASUREMENTS, Threshold, parse_threshold
 
 
@@ -211,7 +211,6 @@ class ControlConfig(_Strict):
         value = str(value)
         return (value if "://" in value else f"https://{value}").rstrip("/")
 
-
     def cloudfront_distribution_id(self) -> str | None:
         """The distribution to invalidate: from config, else from the saved Pulumi stack output."""
         inv = self.invalidation
@@ -228,33 +227,15 @@ class ControlConfig(_Strict):
         return str(value) if value else None
 
 
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif err["type"] == "missing":
-        msg = "required key is missing"
-    return f"{key}: {msg}"
-
-
 def from_mapping(data: dict) -> ControlConfig:
     try:
         return ControlConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_first_error(exc)) from None
+        raise ConfigError(first_error(exc)) from None
 
 
 def load(path: Path) -> ControlConfig:
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(raw.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path, ConfigError)
     # Relative file names in the config are relative to the config file.
     for key in ("coverage_zone_file", "catalog_file"):
         if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():

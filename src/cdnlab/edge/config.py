@@ -6,12 +6,12 @@ A wrong key or value is reported as one line naming the key (``ConfigError``), a
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from cdnlab.configfile import first_error, read_toml
 from cdnlab.sizes import parse_size
 
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -146,33 +146,15 @@ class EdgeConfig(_Strict):
         return [u.rstrip("/") for u in v]
 
 
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif err["type"] == "missing":
-        msg = "required key is missing"
-    return f"{key}: {msg}"
-
-
 def from_mapping(data: dict) -> EdgeConfig:
     try:
         return EdgeConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_first_error(exc)) from None
+        raise ConfigError(first_error(exc)) from None
 
 
 def load(path: Path) -> EdgeConfig:
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(raw.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path, ConfigError)
     return from_mapping(data)
 
 
