@@ -75,6 +75,7 @@ class ALRFU(EvictionPolicy):
         grid: tuple[float, ...] = GRID,
         shadow_objects: int = 256,
         shadow_period: int = 2048,
+        shadow_min_shift: int = 4,
         score_decay: float = 0.9,
         switch_margin: float = 0.0,
     ) -> None:
@@ -90,6 +91,7 @@ class ALRFU(EvictionPolicy):
         # the cost of dict operations only (an OrderedDict FIFO costs twice as much).
         self._ghost: dict[Key, list] = {}
         self._ghost_old: dict[Key, list] = {}
+        self._ghost_max = 16
         self._clock = 0
         self.tau = self.k * 256
         self._inv_tau = 1.0 / self.tau
@@ -99,6 +101,7 @@ class ALRFU(EvictionPolicy):
         self.grid = grid
         self.shadow_objects = shadow_objects
         self.shadow_period = shadow_period
+        self.shadow_min_shift = shadow_min_shift
         self.score_decay = score_decay
         self.switch_margin = switch_margin
         self.shadows: list[ALRFU] = []
@@ -179,18 +182,12 @@ class ALRFU(EvictionPolicy):
         if len(meta) > self._retau_above:
             self._retau()  # tau follows the object count while the cache fills
 
-    def _push(self, key: Key, m: list, p: float) -> None:
-        at = self._at
-        while p in at:
-            p = _nextafter(p, _INF)
-        at[p] = key
-        m[4] = p
-        heapq.heappush(self._heap, p)
-
     def on_remove(self, key: Key) -> None:
         m = self._meta.pop(key, None)
         if m is not None:
             self.used -= m[2]  # its heap entry is skipped when it surfaces
+            if len(self._heap) > 2 * len(self._meta) + 1024:
+                self._rebuild()  # purges left too many stale entries
 
     def evict(self, bytes_needed: int, now: float) -> list[Key]:
         victims: list[Key] = []
@@ -199,8 +196,8 @@ class ALRFU(EvictionPolicy):
         if used <= limit:
             return victims
         meta, heap, at, ghost, tau = self._meta, self._heap, self._at, self._ghost, self.tau
-        ghost_max = int(self.ghost_ratio * len(meta) / 2) + 16
-        pop = heapq.heappop
+        ghost_max = self._ghost_max
+        pop, push = heapq.heappop, heapq.heappush
         while used > limit and meta:
             p = pop(heap)
             key = at.pop(p)
@@ -208,8 +205,12 @@ class ALRFU(EvictionPolicy):
             if m is None or m[4] != p:
                 continue  # removed or replaced since this entry was pushed
             cur = m[0] + tau * m[1]
-            if cur > p:
-                self._push(key, m, cur)  # hit since: requeue at its current priority
+            if cur > p:  # hit since it was pushed: requeue at its current priority
+                while cur in at:
+                    cur = _nextafter(cur, _INF)
+                at[cur] = key
+                m[4] = cur
+                push(heap, cur)
                 continue
             del meta[key]
             used -= m[2]
@@ -219,8 +220,6 @@ class ALRFU(EvictionPolicy):
                 self._ghost_old = ghost
                 ghost = self._ghost = {}
         self.used = used
-        if len(heap) > 2 * len(meta) + 1024:
-            self._rebuild()
         return victims
 
     # ---- tau, k and the shadows ----
@@ -232,7 +231,8 @@ class ALRFU(EvictionPolicy):
     def _retau(self) -> None:
         n = len(self._meta)
         self._retau_above = int(n * 1.25)
-        self.tau = self.k * max(256, n)
+        self._ghost_max = int(self.ghost_ratio * n / 2) + 16  # per generation
+        self.tau = self.k * max(16, n)
         self._inv_tau = 1.0 / self.tau
         self._rebuild()
 
@@ -250,7 +250,9 @@ class ALRFU(EvictionPolicy):
         heapq.heapify(self._heap)
 
     def _start_shadows(self) -> None:
-        shift = max(0, (len(self._meta) // self.shadow_objects).bit_length() - 1)
+        # 1 key in 2^shift: enough for ~shadow_objects objects per shadow, but never more than 1
+        # in 16 (4 shadows then add at most a quarter to the work)
+        shift = max(self.shadow_min_shift, (len(self._meta) // self.shadow_objects).bit_length() - 1)
         mask = self._mask = (1 << shift) - 1
         for key, m in self._meta.items():
             m[3] = not _tag(key) & mask
