@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -29,11 +30,15 @@ def test_with_a_tiny_k_it_is_lru() -> None:
 
 
 def test_priority_is_recency_plus_a_log_frequency_boost() -> None:
-    c = ALRFU(10_000, k=1.0, adaptive=False)  # tau = 256 requests
+    c = ALRFU(10_000, k=1.0, adaptive=False)
     c.request("x", 1, 0.0)
     assert c.priority("x") == pytest.approx(1)  # requested once: its access time
-    c.request("x", 1, 0.0)  # again, immediately: b = log(1 + e^(-1/256))
-    assert c.priority("x") == pytest.approx(2 + 256 * 0.6912, rel=1e-3)
+    assert c.tau == 16  # k x max(16, objects cached)
+    c.request("x", 1, 0.0)  # again, one request later: b = log(1 + e^(-1/tau))
+    assert c.priority("x") == pytest.approx(2 + 16 * math.log1p(math.exp(-1 / 16)))
+    for _ in range(50):
+        c.request("x", 1, 0.0)  # many requests within tau: b grows like log(n)
+    assert c.priority("x") - c._clock == pytest.approx(16 * math.log(16), rel=0.1)  # type: ignore[attr-defined]
 
 
 def test_the_ghost_returns_history_to_an_evicted_object() -> None:
