@@ -38,6 +38,7 @@ from __future__ import annotations
 import heapq
 import math
 import zlib
+from collections import deque
 
 from cdnlab.eviction.base import EvictionPolicy, Key
 
@@ -83,8 +84,14 @@ class ALRFU(EvictionPolicy):
         self.k = float(k)
         self.ghost_ratio = ghost_ratio
         self._meta: dict[Key, list] = {}  # key -> [last, b, size, sampled?, live heap entry]
-        self._heap: list[float] = []  # priorities when pushed; lazily refreshed
-        self._at: dict[float, Key] = {}  # heap entry -> key
+        # Objects wait for eviction in one of two queues, both lazily refreshed. Most objects
+        # enter with no boost, at the current time: always the latest, so a FIFO keeps them in
+        # order at O(1). Boosted ones (back from the ghost, or found hit when they surface)
+        # go to a heap of bare floats (much cheaper to compare than tuples); `_at` maps each
+        # float back to its key, equal priorities nudged apart to stay distinct.
+        self._fifo: deque[tuple[float, Key]] = deque()
+        self._heap: list[float] = []
+        self._at: dict[float, Key] = {}
         # The ghost in two generations of plain dicts (key -> the evicted object's [last, b, …]):
         # when the young one holds ghost_ratio/2 x the cached objects it becomes the old one and
         # the old one is dropped, so between 1x and 2x that many evictions are remembered at
@@ -175,15 +182,17 @@ class ALRFU(EvictionPolicy):
         else:
             x = g[1] - (t - g[0]) * self._inv_tau
             b = _log1p(_exp(x)) if x > -40.0 else 0.0
-        # The heap holds bare floats (much cheaper to compare than tuples); `_at` maps each
-        # one back to its key, and equal priorities are nudged apart to stay distinct.
-        p = t + self.tau * b
-        at = self._at
-        while p in at:
-            p = _nextafter(p, _INF)
-        at[p] = key
-        meta[key] = [t, b, size, sampled, p]  # p: the live heap entry; others are stale
-        heapq.heappush(self._heap, p)
+        if b:
+            p = t + self.tau * b
+            at = self._at
+            while p in at:
+                p = _nextafter(p, _INF)
+            at[p] = key
+            heapq.heappush(self._heap, p)
+        else:
+            p = float(t)
+            self._fifo.append((p, key))
+        meta[key] = [t, b, size, sampled, p]  # p: the live queue entry; others are stale
         self.used += size
         if len(meta) > self._retau_above:
             self._retau()  # tau follows the object count while the cache fills
@@ -192,7 +201,7 @@ class ALRFU(EvictionPolicy):
         m = self._meta.pop(key, None)
         if m is not None:
             self.used -= m[2]  # its heap entry is skipped when it surfaces
-            if len(self._heap) > 2 * len(self._meta) + 1024:
+            if len(self._heap) + len(self._fifo) > 2 * len(self._meta) + 1024:
                 self._rebuild()  # purges left too many stale entries
 
     def evict(self, bytes_needed: int, now: float) -> list[Key]:
@@ -202,11 +211,15 @@ class ALRFU(EvictionPolicy):
         if used <= limit:
             return victims
         meta, heap, at, ghost, tau = self._meta, self._heap, self._at, self._ghost, self.tau
+        fifo = self._fifo
         ghost_max = self._ghost_max
-        pop, push = heapq.heappop, heapq.heappush
+        pop, push, popleft = heapq.heappop, heapq.heappush, fifo.popleft
         while used > limit and meta:
-            p = pop(heap)
-            key = at.pop(p)
+            if fifo and (not heap or fifo[0][0] <= heap[0]):
+                p, key = popleft()
+            else:
+                p = pop(heap)
+                key = at.pop(p)
             m = meta.get(key)
             if m is None or m[4] != p:
                 continue  # removed or replaced since this entry was pushed
@@ -243,17 +256,20 @@ class ALRFU(EvictionPolicy):
         self._rebuild()
 
     def _rebuild(self) -> None:
-        self._heap = []
-        self._at = {}
+        # everything into the heap, at its current priority (tau may have changed)
+        self._fifo.clear()
+        heap: list[float] = []
+        at: dict[float, Key] = {}
         tau = self.tau
         for key, m in self._meta.items():
             p = m[0] + tau * m[1]
-            while p in self._at:
+            while p in at:
                 p = _nextafter(p, _INF)
-            self._at[p] = key
+            at[p] = key
             m[4] = p
-            self._heap.append(p)
-        heapq.heapify(self._heap)
+            heap.append(p)
+        heapq.heapify(heap)
+        self._heap, self._at = heap, at
 
     def _start_shadows(self) -> None:
         # 1 key in 2^shift: enough for ~shadow_objects objects per shadow, but never more than 1
