@@ -8,9 +8,11 @@ they never fade. Here that sum is kept in time units, as an *effective access ti
 
 An object requested once has ``b = 0`` (priority = last access: LRU); one requested n times
 within ``tau`` has ``b ~ log n`` and stays ``tau * log n`` requests longer. The smallest priority
-is evicted. Between requests the priority does not change, so a heap orders the cache; a hit only
-updates the object's numbers, and its heap entry is refreshed lazily when it surfaces (like a
-CLOCK's second chance), so hits cost no heap work. Time is counted in requests.
+is evicted. Between requests the priority does not change, so the cache is ordered once, at
+insert: unboosted objects enter at the current time, the latest, so a FIFO keeps them; boosted
+ones go to a heap. A hit only updates the object's numbers; its queue entry is refreshed lazily
+when it surfaces (like a CLOCK's second chance), so hits cost no queue work. Time is counted in
+requests (and inserts made without admit()).
 
 Three choices make it work on CDN traffic (see docs/eviction.md for the evidence):
 
