@@ -2,11 +2,12 @@
 
 Eviction order, first rule that applies:
 
-1. content no longer licensed in the appliance's region (``licensed(key)`` is False): such
-   content is also never admitted, so it only appears after a licensing change;
-2. content not accessed for ``age_out`` seconds (30 days), least recently accessed first;
-3. the lowest view count (LFU, counted while the object is stored); on equal counts the larger
+1. content not accessed for ``age_out`` seconds (30 days), least recently accessed first;
+2. the lowest view count (LFU, counted while the object is stored); on equal counts the larger
    object first ("prefer evicting larger files if impact is same"), then the older access.
+
+Content not licensed in the appliance's region (``licensed(key)`` is False) is never kept: it
+is never admitted, and after a licensing change :meth:`relicense` drops what lost its rights.
 
 The LFU order is a heap of (count, -size, tick, key) entries; a hit pushes a new entry and the
 old one is skipped when it surfaces (lazy deletion), with a rebuild when stale entries pile up.
@@ -45,7 +46,6 @@ class OcaLFU(EvictionPolicy):
         self._by_access: OrderedDict[Key, None] = OrderedDict()  # least recently accessed first
         self._heap: list[tuple[int, int, int, Key]] = []
         self._tick = 0
-        self._unlicensed: list[Key] = []
 
     def contains(self, key: Key) -> bool:
         return key in self._meta
@@ -86,20 +86,17 @@ class OcaLFU(EvictionPolicy):
             self.used -= m[1]  # its heap entry is now stale and skipped
 
     def relicense(self) -> list[Key]:
-        """Re-check every stored key against ``licensed`` (after a licensing change) and mark
-        the ones no longer licensed; the next :meth:`evict` takes them first. Returns them."""
-        self._unlicensed = [k for k in self._meta if not self.licensed(k)]
-        return list(self._unlicensed)
+        """Re-check every stored key against ``licensed`` (after a licensing change): forget the
+        ones no longer licensed and return them, for the caller to delete now."""
+        gone = [k for k in self._meta if not self.licensed(k)]
+        for key in gone:
+            self.on_remove(key)
+        return gone
 
     def evict(self, bytes_needed: int, now: float) -> list[Key]:
         victims: list[Key] = []
         limit = self.capacity - bytes_needed
         meta = self._meta
-        while self._unlicensed and self.used > limit:
-            key = self._unlicensed.pop()
-            if key in meta:
-                self.on_remove(key)
-                victims.append(key)
         oldest = now - self.age_out
         by_access = self._by_access
         while self.used > limit and by_access:

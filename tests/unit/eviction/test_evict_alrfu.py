@@ -87,3 +87,14 @@ def test_stable_hash_is_the_same_in_every_process() -> None:
     assert stable_hash(12345) == 12345
     assert stable_hash("abc") == 891568578  # CRC-32, not the per-process salted hash()
     assert stable_hash(b"abc") == 891568578
+
+
+def test_warm_start_of_many_rows_keeps_inserts_apart() -> None:
+    # restore() inserts without admit(): each insert must be its own event, or every object
+    # would share one priority and the tie-breaking would turn quadratic.
+    c = ALRFU(20_000 * 100, adaptive=False)
+    dropped = c.restore((i, 100, float(i), 0) for i in range(30_000))
+    assert len(c) == 20_000 and len(dropped) == 10_000
+    assert c.used == 20_000 * 100
+    assert set(dropped) == set(range(10_000))  # the oldest accesses went first
+    assert len(set(c._at)) == len(c._heap)  # type: ignore[attr-defined]
