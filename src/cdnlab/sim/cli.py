@@ -137,8 +137,8 @@ def _print_table(path: str, trace, capacity: int, results, default: str) -> None
 
     ws = trace.unique_bytes()
     table = Table(
-        title=f"{path}: {len(trace):,} requests, working set {ws / 1e9:.2f} GB, "
-        f"cache {capacity / 1e9:.2f} GB ({100 * capacity / ws if ws else 0:.1f}%)"
+        title=f"{path}: {len(trace):,} requests, working set {_human(ws)}, "
+        f"cache {_human(capacity)} ({100 * capacity / ws if ws else 0:.1f}%)"
     )
     table.add_column("policy")
     table.add_column("object miss ratio", justify="right")
@@ -147,6 +147,14 @@ def _print_table(path: str, trace, capacity: int, results, default: str) -> None
         label = f"{name} (default)" if name == default else name
         table.add_row(label, f"{r.object_miss_ratio:.4f}", f"{r.byte_miss_ratio:.4f}")
     Console().print(table)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    raise AssertionError  # unreachable
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -164,6 +172,6 @@ def _generate(args: argparse.Namespace) -> int:
     (write_oracle if fmt == "oracle" else write_csv)(trace, args.out)
     print(
         f"wrote {args.out}: {len(trace):,} requests, {len(set(trace.keys)):,} objects, "
-        f"working set {trace.unique_bytes() / 1e9:.2f} GB ({fmt})"
+        f"working set {_human(trace.unique_bytes())} ({fmt})"
     )
     return 0
