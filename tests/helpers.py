@@ -57,29 +57,8 @@ def wait_until(pred: Callable[[], object], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
-NGINX_CONF = """
-{user}
-daemon off;
-master_process on;
-worker_processes {workers};
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    types {{ text/html html; video/mp4 mp4 m4s; application/dash+xml mpd; image/jpeg jpg;
-            application/octet-stream bin; text/plain txt; }}
-    default_type application/octet-stream;
-    access_log {access};
-    sendfile on; tcp_nopush on; tcp_nodelay on;
-    keepalive_requests 100000;
-    open_file_cache max=10000 inactive=60s;
-    server {{
-        listen 127.0.0.1:{port} reuseport;
-        root {root};
-        {extra}
-    }}
-}}
-"""
+# The same nginx the lab and the benchmarks run (one config, one place).
+NGINX_CONF = procs.NGINX_CONF
 
 
 @dataclass
@@ -163,6 +142,7 @@ def nginx(
             root=root,
             extra=extra,
             access=f"{access_log} combined" if access else "off",
+            http_extra="",
             # As root, nginx workers would run as nobody and could not read pytest's 0700 dirs.
             user="user root;" if os.geteuid() == 0 else "",
         )
