@@ -9,7 +9,15 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cdnlab.configfile import first_error, read_toml
 from cdnlab.sizes import parse_size
@@ -110,6 +118,56 @@ class LimitsConfig(_Strict):
         return v
 
 
+class Watermarks(_Strict):
+    """A tier passing ``high`` (fraction of its capacity) is evicted or demoted down to ``low``."""
+
+    high: float = Field(gt=0, le=1)
+    low: float = Field(gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _order(self) -> Watermarks:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not be above high ({self.high})")
+        return self
+
+
+def _default_watermarks() -> dict[str, Watermarks]:
+    # High marks from seed 003 ("Flash: 95%, HDD: 85%"); RAM like flash.
+    return {
+        "ram": Watermarks(high=0.95, low=0.90),
+        "flash": Watermarks(high=0.95, low=0.90),
+        "hdd": Watermarks(high=0.85, low=0.80),
+    }
+
+
+class StorageConfig(_Strict):
+    """Tiers, eviction, integrity and disk health (docs/edge.md, "Tiers, integrity and disk failure")."""
+
+    # An eviction policy from cdnlab.eviction ("default" = the simulator's default).
+    eviction_policy: str = "default"
+    watermarks: dict[Literal["ram", "flash", "hdd"], Watermarks] = Field(default_factory=_default_watermarks)
+    mover_interval: float = Field(default=1.0, gt=0)  # seconds between tier passes
+    move_rate: Size = 64 * 1024 * 1024  # bytes/s copied by promotions and demotions
+    promote_hits: int = Field(default=2, ge=1)  # recent hits that make a lower-tier object hot
+    demote_min_hits: int = Field(default=1, ge=0)  # victims with fewer hits are deleted, not demoted
+    scrub_rate: Size = 8 * 1024 * 1024  # bytes/s re-read by the scrubber; 0 turns it off
+    scrub_pause: float = Field(default=60.0, ge=0)  # seconds between full passes
+    disk_probe_interval: float = Field(default=2.0, gt=0)
+
+    @field_validator("eviction_policy")
+    @classmethod
+    def _policy(cls, v: str) -> str:
+        from cdnlab.eviction import get_policy
+
+        get_policy(v, 1)  # ValueError naming the known policies
+        return v
+
+    @field_validator("watermarks")
+    @classmethod
+    def _marks(cls, v: dict[str, Watermarks]) -> dict[str, Watermarks]:
+        return {**_default_watermarks(), **v}
+
+
 class LogConfig(_Strict):
     access_log: Path | None = None
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -131,6 +189,7 @@ class EdgeConfig(_Strict):
     control: ControlConfig = Field(default_factory=ControlConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
 
     @field_validator("listen")
     @classmethod
