@@ -341,6 +341,25 @@ class Index:
             )
         ]
 
+    def accessed_since(self, disk: str, since: float) -> list[tuple[str, int, int, float, float]]:
+        """(key, size, hits, last_access, stored_at) of DISK's rows accessed or stored at or
+        after SINCE (uses the (disk, last_access) index), for the tier mover's hit batches."""
+        return self._query(
+            "SELECT key, size, hits, last_access, stored_at FROM objects WHERE disk = ? AND last_access >= ?",
+            (disk, since),
+        )
+
+    def iter_brief(self) -> Iterator[tuple[str, str, int, int, float, float]]:
+        """(key, disk, size, hits, last_access, stored_at) of every row, in key order, in batches."""
+        sql = (
+            "SELECT key, disk, size, hits, last_access, stored_at FROM objects "
+            "WHERE key > ? ORDER BY key LIMIT ?"
+        )
+        rows = self._query(sql, ("", _BATCH))
+        while rows:
+            yield from rows
+            rows = self._query(sql, (rows[-1][0], _BATCH))
+
     def purge_seq(self) -> int:
         """The latest purge's sequence number; pass it to put(since_purge=) when the fill began."""
         rows = self._query("SELECT seq FROM sqlite_sequence WHERE name = 'purges'")
@@ -454,6 +473,41 @@ class Index:
             return sum(conn.execute("DELETE FROM objects WHERE key = ?", (k,)).rowcount for k in keys)
 
         return self._write(run) if keys else 0
+
+    def delete_exact(self, key: str, disk: str, file: str) -> Row | None:
+        """Remove KEY's row only if it still names DISK/FILE (not a newer version); return it."""
+        got = self._write(
+            lambda conn: conn.execute(
+                f"DELETE FROM objects WHERE key = ? AND disk = ? AND file = ? RETURNING {_COLUMNS}",
+                (key, disk, file),
+            ).fetchall()
+        )
+        return Row._make(got[0]) if got else None
+
+    def delete_disk_keys(self, disk: str) -> list[Row]:
+        """Remove every row of DISK in batches and return them (to tell caches and count)."""
+        sql = (
+            f"DELETE FROM objects WHERE key IN (SELECT key FROM objects WHERE disk = ? LIMIT {_BATCH}) "
+            f"RETURNING {_COLUMNS}"
+        )
+        out: list[Row] = []
+        while True:
+            got = self._write(lambda conn: conn.execute(sql, (disk,)).fetchall())
+            out.extend(map(Row._make, got))
+            if len(got) < _BATCH:
+                return out
+
+    def move(self, key: str, old: tuple[str, str, str], new_disk: str, new_file: str) -> bool:
+        """Point KEY at NEW_DISK/NEW_FILE if its row is still OLD (disk, file, sha256): one atomic
+        switch, so the object is always in exactly one place. False if it changed meanwhile."""
+        cur = self._write(
+            lambda conn: conn.execute(
+                "UPDATE objects SET disk = ?, file = ? "
+                "WHERE key = ? AND disk = ? AND file = ? AND sha256 = ?",
+                (new_disk, new_file, key, *old),
+            )
+        )
+        return cur.rowcount == 1
 
     def update_meta(self, key: str, headers: str, stored_at: float) -> bool:
         """Replace a row's kept headers (JSON) and response time; False if the key is absent."""

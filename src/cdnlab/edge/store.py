@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 MARKER = "cdnlab-disk-id"
 INDEX_FILE = "index.sqlite3"
 DEFAULT_RAM_OBJECT_MAX = 256 * 1024
+_COPY_CHUNK = 1 << 20
 
 # Errors that mean "this disk cannot be used", as opposed to a bug or a bad argument.
 DISK_ERRNOS = frozenset(
@@ -167,6 +168,17 @@ def _entry(row: Row, path: str, tier: str) -> Entry:
 
 
 @dataclass(frozen=True)
+class MoveResult:
+    """What ``Store.move`` did: moved, same (already there), full (no room), gone (evicted,
+    purged or replaced meanwhile), corrupt (the source failed its SHA-256: dropped) or failed."""
+
+    outcome: str
+    size: int = 0
+    old_disk: str = ""
+    old_path: str = ""
+
+
+@dataclass(frozen=True)
 class DiskInfo:
     id: str
     path: str
@@ -252,6 +264,7 @@ class Store:
         self._by_id: dict[str, _Disk] = {}
         self._index: Index | None = None
         self._lock = threading.Lock()
+        self._dropped: set[str] = set()  # failed disks whose rows are already out of the index
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -427,9 +440,63 @@ class Store:
         self._save_state(disk)
 
     def note_io_error(self, disk_id: str, exc: OSError) -> bool:
-        """For the server: an error reading an entry's file. True if the disk is now failed."""
+        """For the server: an error reading an entry's file. True if the disk is now failed.
+
+        ENOENT alone is normal (evicted or moved meanwhile): the disk fails only if its id
+        marker is gone too (unmounted, replaced)."""
         disk = self._by_id.get(disk_id)
-        return disk is not None and self._disk_error(disk, exc)
+        if disk is None:
+            return False
+        if exc.errno == errno.ENOENT:
+            return not self.probe(disk_id)
+        return self._disk_error(disk, exc)
+
+    def probe(self, disk_id: str) -> bool:
+        """Check that DISK_ID is still there and writable: its id marker reads back and a small
+        file can be created in tmp/. A failing disk is marked failed. True when healthy."""
+        disk = self._by_id.get(disk_id)
+        if disk is None or disk.failed:
+            return False
+        try:
+            with open(os.path.join(disk.root, MARKER)) as f:
+                got = f.read().strip()
+            if got != disk.id:
+                self.mark_failed(disk.id, f"disk id marker reads {got!r}: replaced or remounted")
+                return False
+            probe = os.path.join(disk.tmp, f"probe.{os.getpid()}.{threading.get_ident()}")
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, b"probe")
+            finally:
+                os.close(fd)
+                os.unlink(probe)
+            os.stat(disk.objects)
+        except FileNotFoundError:
+            self.mark_failed(disk.id, "disk id marker or directories missing (unmounted?)")
+            return False
+        except OSError as exc:
+            self._disk_error(disk, exc, force=True)
+            return False
+        return True
+
+    def drop_failed_disks(self) -> int:
+        """Take the objects of failed disks out of the index (their files are left alone: the
+        disk may hang or error; a recovered disk is swept at the next start). Returns the count."""
+        self.refresh()
+        dropped = 0
+        for disk in self._disks:
+            if not disk.failed or disk.id in self._dropped:
+                continue
+            rows = self.index.delete_disk_keys(disk.id)
+            self._dropped.add(disk.id)
+            dropped += len(rows)
+            if rows and self._on_invalidate is not None:
+                try:
+                    self._on_invalidate([r.key for r in rows])
+                except Exception:
+                    log.exception("invalidation callback failed")
+            log.error("disk %s failed: %d objects left the index", disk.root, len(rows))
+        return dropped
 
     def _disk_error(self, disk: _Disk, exc: OSError, *, force: bool = False) -> bool:
         if not force and exc.errno not in DISK_ERRNOS:
@@ -502,6 +569,194 @@ class Store:
         """Record a second's worth of hits {key: (count, last access)}; also refresh disk health."""
         self.index.add_hits(batch)
         self.refresh()
+
+    # -- background work: tiers, eviction, scrubbing (master process, off any event loop) ---------
+
+    def disks_of(self, kind: str) -> list[tuple[str, int]]:
+        """(id, capacity) of the healthy disks of tier KIND."""
+        return [(d.id, d.capacity) for d in self._disks if d.kind == kind and not d.failed]
+
+    def kind_of(self, disk_id: str) -> str | None:
+        """The tier kind of a healthy disk (None: unknown or failed)."""
+        disk = self._by_id.get(disk_id)
+        return None if disk is None or disk.failed else disk.kind
+
+    def kinds(self) -> list[str]:
+        """Tier kinds configured, fastest first."""
+        present = {d.kind for d in self._disks}
+        return [k for k in ("ram", "flash", "hdd") if k in present]
+
+    def evict(self, key: str) -> Row | None:
+        """Remove KEY (row, then file) for the eviction policy; None if it is already gone."""
+        row = self.index.get(key)
+        if row is None:
+            return None
+        gone = self.index.delete_exact(key, row.disk, row.file)
+        if gone is not None:
+            self._removed([gone], [key])
+        return gone
+
+    def drop(self, row: Row) -> bool:
+        """Remove ROW's object if the index still names that very file (scrubber, bad copy)."""
+        gone = self.index.delete_exact(row.key, row.disk, row.file)
+        if gone is None:
+            return False
+        self._removed([gone], [row.key])
+        return True
+
+    def check_row(self, row: Row, throttle: Callable[[int], None] | None = None) -> str:
+        """Re-hash ROW's file at rest: ok, corrupt (dropped), missing (dropped), skipped (disk
+        failed or row changed) or failed (I/O error: the disk is now failed). Blocking."""
+        disk = self._by_id.get(row.disk)
+        if disk is None or disk.failed:
+            return "skipped"
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(disk.prefix + row.file, "rb", buffering=0) as f:
+                while chunk := f.read(_COPY_CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    if throttle is not None:
+                        throttle(len(chunk))
+        except FileNotFoundError:
+            if not self.probe(disk.id):
+                return "failed"
+            return "missing" if self.drop(row) else "skipped"
+        except OSError as exc:
+            self._disk_error(disk, exc, force=True)
+            return "failed"
+        if size == row.size and digest.hexdigest() == row.sha256:
+            return "ok"
+        log.error("integrity: %s on %s does not match its SHA-256 at rest; dropping it", row.key, disk.root)
+        return "corrupt" if self.drop(row) else "skipped"
+
+    def move(
+        self,
+        key: str,
+        kind: str,
+        *,
+        throttle: Callable[[int], None] | None = None,
+        hook: Callable[[str], None] | None = None,
+    ) -> MoveResult:
+        """Move KEY to a disk of tier KIND: copy, fsync, verify SHA-256, switch the index row,
+        tell the workers. The old file is the caller's to unlink (``unlink_old``), after a grace
+        period for readers that looked it up just before. A crash at any step leaves one good copy
+        indexed and at worst a temp or orphan file, which reconcile removes. HOOK(stage) is called
+        after "copied", "renamed" and "switched" (tests kill the process there). Blocking."""
+        row = self.index.get(key)
+        src = None if row is None else self._by_id.get(row.disk)
+        if row is None or src is None or src.failed:
+            return MoveResult("gone")
+        if src.kind == kind:
+            return MoveResult("same")
+        usage = self.index.usage_by_disk()
+        cands = [(d, c, usage[d].bytes if d in usage else 0) for d, c in self.disks_of(kind)]
+        digest = key_digest(key)
+        room = [d for d, c, u in cands if c - u >= row.size]
+        ranked = [d for d in choose(digest, row.size, cands) if d in room]
+        if not ranked:
+            return MoveResult("full")
+        dest = self._by_id[ranked[0]]
+        name = f"{digest[:16].hex()}-{secrets.token_hex(6)}"
+        temp = os.path.join(dest.tmp, name)
+        result = self._copy(row, src, dest, temp, throttle)
+        if result is not None:
+            _unlink_quiet(temp)
+            return result
+        if hook is not None:
+            hook("copied")
+        rel = f"{name[:2]}/{name}"
+        try:
+            os.rename(temp, dest.prefix + rel)
+            if dest.kind != "ram":
+                _fsync_dir(os.path.dirname(dest.prefix + rel))
+        except OSError as exc:
+            _unlink_quiet(temp)
+            self._disk_error(dest, exc)
+            return MoveResult("failed")
+        if hook is not None:
+            hook("renamed")
+        if not self.index.move(key, (row.disk, row.file, row.sha256), dest.id, rel):
+            _unlink_quiet(dest.prefix + rel)  # replaced, purged or evicted meanwhile
+            return MoveResult("gone")
+        if hook is not None:
+            hook("switched")
+        if self._on_invalidate is not None:
+            try:
+                self._on_invalidate([key])
+            except Exception:
+                log.exception("invalidation callback failed")
+        return MoveResult("moved", row.size, src.id, src.prefix + row.file)
+
+    def _copy(
+        self, row: Row, src: _Disk, dest: _Disk, temp: str, throttle: Callable[[int], None] | None
+    ) -> MoveResult | None:
+        """Copy ROW's file to TEMP on DEST, fsync, and check the SHA-256 of the source bytes and
+        of the copy read back. None when the copy is good; else why not (temp left to the caller)."""
+        digest = hashlib.sha256()
+        try:
+            fin = open(src.prefix + row.file, "rb", buffering=0)  # noqa: SIM115 (closed below)
+        except FileNotFoundError:
+            return MoveResult("gone")
+        except OSError as exc:
+            self._disk_error(src, exc)
+            return MoveResult("failed")
+        try:
+            try:
+                fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                self._disk_error(dest, exc)
+                return MoveResult("failed")
+            try:
+                size = 0
+                while True:
+                    try:
+                        chunk = fin.read(_COPY_CHUNK)
+                    except OSError as exc:
+                        self._disk_error(src, exc, force=True)
+                        return MoveResult("failed")
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.pwrite(fd, view, size + len(chunk) - len(view)) :]
+                    size += len(chunk)
+                    if throttle is not None:
+                        throttle(len(chunk))
+                if size != row.size or digest.hexdigest() != row.sha256:
+                    log.error("integrity: %s on %s fails its SHA-256; dropping it", row.key, src.root)
+                    self.drop(row)
+                    return MoveResult("corrupt")
+                if dest.kind != "ram":
+                    os.fsync(fd)
+                back = hashlib.sha256()
+                offset = 0
+                while chunk := os.pread(fd, _COPY_CHUNK, offset):
+                    back.update(chunk)
+                    offset += len(chunk)
+                if offset != row.size or back.hexdigest() != row.sha256:
+                    log.error("copy of %s to %s reads back wrong; not moved", row.key, dest.root)
+                    return MoveResult("failed")
+            except OSError as exc:
+                self._disk_error(dest, exc)
+                return MoveResult("failed")
+            finally:
+                os.close(fd)
+        finally:
+            fin.close()
+        return None
+
+    def unlink_old(self, disk_id: str, path: str) -> None:
+        """Remove a moved object's old file (no row names it any more)."""
+        disk = self._by_id.get(disk_id)
+        if disk is None or disk.failed:
+            return
+        try:
+            _unlink(path)
+        except OSError as exc:
+            self._disk_error(disk, exc)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -580,6 +835,11 @@ class Store:
                 pass
             except OSError as exc:
                 self._disk_error(disk, exc)
+
+
+def _unlink_quiet(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def _unlink(path: str) -> None:
