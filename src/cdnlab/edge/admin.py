@@ -95,6 +95,46 @@ class _Collector:
             ref.add_metric([reason], n)
         yield ref
         yield GaugeMetricFamily("cdnlab_workers", "Worker processes alive", value=m.workers_alive())
+        yield from _storage_metrics(m, s)
+
+
+def _storage_metrics(m: Master, s: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """Tiers, eviction, integrity and disk failure (docs/edge.md, "Tiers, integrity and disk failure")."""
+    bg = m.background.counters() if m.background is not None else {"tiers": {}, "scrub": {}, "disks": {}}
+    tiers, scrub = bg["tiers"], bg["scrub"]
+    moves = CounterMetricFamily("cdnlab_tier_moves", "Objects moved between tiers", labels=["direction"])
+    moves.add_metric(["promote"], tiers.get("promoted", 0))
+    moves.add_metric(["demote"], tiers.get("demoted", 0))
+    yield moves
+    yield CounterMetricFamily(
+        "cdnlab_tier_moved_bytes", "Bytes copied by tier moves", value=tiers.get("moved_bytes", 0)
+    )
+    ev = CounterMetricFamily("cdnlab_evictions", "Objects evicted by the eviction policy", labels=["policy"])
+    ev.add_metric([m.config.storage.eviction_policy], tiers.get("evicted", 0))
+    yield ev
+    bad = CounterMetricFamily(
+        "cdnlab_integrity_failures", "Bodies that failed their SHA-256, by where found", labels=["where"]
+    )
+    for where, n in (
+        ("upstream", s.get("integrity", {}).get("upstream", 0)),
+        ("load", s.get("integrity", {}).get("load", 0)),
+        ("scrub", scrub.get("corrupt", 0)),
+        ("move", tiers.get("corrupt", 0)),
+    ):
+        bad.add_metric([where], n)
+    yield bad
+    for name, key, doc in (
+        ("cdnlab_scrub_objects", "objects", "Objects re-verified at rest by the scrubber"),
+        ("cdnlab_scrub_bytes", "bytes", "Bytes re-verified at rest by the scrubber"),
+        ("cdnlab_scrub_missing", "missing", "Indexed objects whose file was gone (dropped)"),
+        ("cdnlab_scrub_passes", "passes", "Full scrub passes over the index"),
+    ):
+        yield CounterMetricFamily(name, doc, value=scrub.get(key, 0))
+    yield CounterMetricFamily(
+        "cdnlab_disk_failed_objects_dropped",
+        "Objects taken out of the index because their disk failed",
+        value=bg["disks"].get("objects_dropped", 0),
+    )
 
 
 def _authorized(master: Master, request: web.Request, body: bytes) -> bool:

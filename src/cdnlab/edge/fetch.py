@@ -9,6 +9,7 @@ ends short of its Content-Length, or breaks off, is aborted and never committed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from cdnlab.edge.digest import upstream_sha256
 from cdnlab.edge.freshness import conditional_headers, merge_304, parse_cache_control, storable
 from cdnlab.edge.httpdate import parse_http_date
 from cdnlab.edge.meta import STORED_HEADERS, ObjectMeta, default_etag
@@ -42,11 +44,16 @@ class Unstored:
 
     def __init__(self, directory: Any) -> None:
         self._fd = os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o600)
+        self._hash = hashlib.sha256()
 
     def fileno(self) -> int:
         return self._fd
 
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
     def write(self, data: bytes) -> int:
+        self._hash.update(data)
         return os.write(self._fd, data)
 
     def abort(self) -> None:
@@ -318,7 +325,9 @@ class Fetch:
                 headers=headers,
             )
             self.stored = store_it
-            if size is not None:
+            # With a digest from upstream, nothing is served until the whole body matches it.
+            digests = upstream_sha256(resp.headers)
+            if size is not None and not digests:
                 self._set_ready("stream")  # clients start now, reading as bytes land
             loop = asyncio.get_running_loop()
             async for chunk in resp.content.iter_chunked(_CHUNK):
@@ -337,6 +346,11 @@ class Fetch:
             if size is None:
                 self.meta.size = self.written
                 self.meta.etag = resp.headers.get("ETag") or default_etag(self.written, lm)
+            got = writer.hexdigest()
+            for name, want in digests:
+                if got != want:
+                    worker.stats.integrity["upstream"] += 1
+                    raise UpstreamError(502, f"upstream body does not match its {name} (sha-256 {got})")
             if store_it:
                 entry = await loop.run_in_executor(worker.commits, _commit, writer, self.meta.etag, lm, kept)
                 if entry is not None:
@@ -345,7 +359,7 @@ class Fetch:
                     self.stored = False
             else:
                 writer.abort()
-            if size is None:
+            if size is None or digests:
                 self._set_ready("stream")
             self._progress()
         except BaseException:

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from cdnlab import __version__
 from cdnlab.edge.admin import build_app
+from cdnlab.edge.background import Background
 from cdnlab.edge.config import EdgeConfig
 from cdnlab.edge.limits import DEFAULT_CONNECTIONS, fd_reserve
 from cdnlab.edge.shm import SharedState
@@ -76,6 +77,7 @@ class Master:
         self._rate: tuple[float, int, int] | None = None
         self._rates = (0.0, 0.0)
         self.reporter: Any = None
+        self.background: Background | None = None  # tier mover, scrubber, disk monitor threads
 
     # start -----------------------------------------------------------------------------------
 
@@ -101,6 +103,7 @@ class Master:
             on_invalidate=self.shm.invalidate,
         )
         report = self.store.open(reconcile=True)
+        self.background = Background(self.store, cfg)
         (self.rundir / "config.json").write_text(cfg.model_dump_json())
         return asdict(report)
 
@@ -173,6 +176,7 @@ class Master:
             "state": self.public_state(),
             "workers": self.workers_alive(),
             "disks": self.disks(),
+            "storage": None if self.background is None else self.background.counters(),
             "load": {
                 "connections": totals["connections"],
                 "requests_total": req_total,
@@ -286,6 +290,8 @@ class Master:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self.background is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.background.close)
         for p in self.procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -333,6 +339,8 @@ def serve(config: EdgeConfig) -> int:
             flush=True,
         )
         sup = loop.create_task(master.supervise())
+        if master.background is not None:
+            master.background.start()
         if config.control.url:
             from cdnlab.edge.reporter import InventoryReporter
 

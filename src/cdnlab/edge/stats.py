@@ -46,6 +46,9 @@ class WorkerStats:
         # Requests refused by a DDoS cap, by reason: rate, conn, upstream.
         self.refused: defaultdict[str, int] = defaultdict(int)
         self.upstream_health: dict[str, bool] = {}
+        # Bodies that failed their SHA-256, by where: upstream (the digest the upstream sent),
+        # load (a stored object read back into RAM).
+        self.integrity: defaultdict[str, int] = defaultdict(int)
 
     def request(self, status: int, cache_status: str, tier: str, nbytes: int, seconds: float) -> None:
         self.requests[(status, cache_status)] += 1
@@ -79,6 +82,7 @@ class WorkerStats:
             "signature_refused": self.signature_refused,
             "refused": dict(self.refused),
             "upstream_health": self.upstream_health,
+            "integrity": dict(self.integrity),
         }
 
     def publish(self, path: Path) -> None:
@@ -101,6 +105,7 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         "signature_refused": 0,
         "refused": defaultdict(int),
         "upstream_health": {},
+        "integrity": defaultdict(int),
     }
     for snap in snapshots:
         # An upstream is healthy only if no live worker has it marked down.
@@ -119,6 +124,8 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
             out[h]["sum"] += src.get("sum", 0.0)
         for reason, n in snap.get("refused", {}).items():
             out["refused"][reason] += n
+        for where, n in snap.get("integrity", {}).items():
+            out["integrity"][where] += n
         for k in ("connections", "accepted", "timeouts", "signature_refused"):
             out[k] += snap.get(k, 0)
     return out

@@ -203,6 +203,7 @@ class Worker:
                     body = f.read(entry.size + 1)
                 if len(body) != entry.size or hashlib.sha256(body).hexdigest() != entry.sha256:
                     log.error("integrity: %s on %s does not match its SHA-256; dropping it", key, entry.path)
+                    self.stats.integrity["load"] += 1
                     self._drop_corrupt(key)
                     return None
                 meta.tier = "ram"
@@ -215,6 +216,8 @@ class Worker:
                     return None
         except OSError as exc:
             log.warning("cannot open %s for %s: %s", entry.path, key, exc)
+            # Off the loop: an error on a disk marks it failed (a vanished file alone does not).
+            self.loop.run_in_executor(self.io, self.store.note_io_error, entry.disk, exc)
             return None
         obj: HotObject = (meta, handle, body)
         self._hot[key] = obj
