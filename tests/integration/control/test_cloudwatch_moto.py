@@ -10,12 +10,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from control_e2e import free_port, wait_http
 
 from cdnlab.control.cloudwatch import CloudWatchPublisher
 from cdnlab.control.config import CloudWatchConfig
@@ -31,25 +29,6 @@ FIGURES = {
     "sites": {"site-a": {"hit_ratio": 0.8, "bytes": 1.0}, "site-b": {"hit_ratio": 0.95, "bytes": 2.0}},
     "appliances": {},
 }
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    moto_bin = Path(sys.executable).parent / "moto_server"
-    if not moto_bin.exists():
-        pytest.skip("moto_server not installed (dev dependency moto[server])")
-    port = free_port()
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    p = subprocess.Popen(
-        [str(moto_bin), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/moto-api/", timeout=30, ok=(200,))
-        yield url
-    finally:
-        p.terminate()
-        p.wait(10)
 
 
 @pytest.fixture

@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,25 +17,6 @@ from control_e2e import CDNLAB, Edge, Lab, free_port, start, wait_http, wait_tcp
 PURGE_TOKEN = "e2e-purge-token"
 ADMIN_TOKEN = "e2e-admin-token"
 SEGMENT = "/content/t0001/480p/seg-00001.m4s"
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    moto_bin = Path(sys.executable).parent / "moto_server"
-    if not moto_bin.exists():
-        pytest.skip("moto_server not installed (dev dependency moto[server])")
-    port = free_port()
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    p = subprocess.Popen(
-        [str(moto_bin), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/moto-api/", timeout=30, ok=(200,))
-        yield url
-    finally:
-        p.terminate()
-        p.wait(10)
 
 
 def _distribution(cf) -> str:  # a minimal distribution for moto to hold invalidations against
