@@ -375,7 +375,9 @@ class Handler:
                 self.render(resp, f.meta, hdrs, status, close_hdr, source=f)
             elif f.outcome == "stored":
                 obj = w.lookup(key)
-                if obj is None:  # purged or evicted in the blink between: go round again
+                if obj is None:  # purged, evicted or its disk failed in the blink between: go round
+                    if w.fetches.get(key) is f:  # again with a new fetch (this one is done; joining
+                        del w.fetches[key]  # it would call back at once, forever)
                     self._miss(conn, resp, key, path, hdrs, close_hdr, url)
                     return
                 meta, handle, body = obj
