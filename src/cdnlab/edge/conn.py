@@ -315,6 +315,8 @@ class Conn:
                     if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
                         self._want_write()
                         return
+                    if exc.errno == errno.EIO and kind is not bytes and kind is not memoryview:
+                        self._disk_error(fd, exc)
                     self.abort()
                     return
             if not resp.complete:
@@ -332,6 +334,16 @@ class Conn:
                 self.close()
         elif not self._reading:
             self._resume_reading()
+
+    def _disk_error(self, fd: int, exc: OSError) -> None:
+        """A read error on an object file mid-body: the client's connection is cut (bytes already
+        went out); the disk is marked failed off the loop, so later requests go elsewhere."""
+        w = self.worker
+        try:
+            dev = os.fstat(fd).st_dev
+        except OSError:
+            return
+        w.loop.run_in_executor(w.io, w.store.note_dev_error, dev, exc)
 
     def _want_write(self) -> None:
         if not self._writing:

@@ -205,7 +205,7 @@ class ReconcileReport:
 
 
 class _Disk:
-    __slots__ = ("capacity", "failed", "id", "kind", "objects", "prefix", "reason", "root", "tmp")
+    __slots__ = ("capacity", "dev", "failed", "id", "kind", "objects", "prefix", "reason", "root", "tmp")
 
     def __init__(self, tier: TierConfig) -> None:
         self.root = os.path.abspath(tier.path)
@@ -217,6 +217,7 @@ class _Disk:
         self.id = "unavailable:" + self.root  # until the marker is read
         self.failed = False
         self.reason: str | None = None
+        self.dev = -1  # st_dev of the directory: names the disk of an open file (fstat)
 
 
 def _fsync_dir(path: str) -> None:
@@ -337,6 +338,7 @@ class Store:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(os.path.join(disk.objects, f"{i:02x}"))
             disk.id = self._disk_id(disk)
+            disk.dev = os.stat(disk.root).st_dev
             probe = os.path.join(disk.tmp, f"probe.{os.getpid()}.{secrets.token_hex(4)}")
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
@@ -466,6 +468,14 @@ class Store:
         if exc.errno == errno.ENOENT:
             return not self.probe(disk_id)
         return self._disk_error(disk, exc)
+
+    def note_dev_error(self, dev: int, exc: OSError) -> bool:
+        """For the server: an error reading an open file of device DEV (``os.fstat(fd).st_dev``),
+        e.g. EIO during sendfile. Marks the disk on that device failed; True if it is now."""
+        for disk in self._disks:
+            if disk.dev == dev and not disk.failed:
+                return self._disk_error(disk, exc)
+        return False
 
     def probe(self, disk_id: str) -> bool:
         """Check that DISK_ID is still there and writable: its id marker reads back and a small
