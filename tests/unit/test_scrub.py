@@ -150,3 +150,32 @@ def test_upstream_digest_headers() -> None:
     assert upstream_sha256({"x-amz-meta-sha256": _b64(body)}) == [("x-amz-meta-sha256", hx)]
     both = upstream_sha256({"Content-Digest": f"sha-256=:{_b64(body)}:", "x-amz-meta-sha256": "0" * 64})
     assert both == [("Content-Digest", hx), ("x-amz-meta-sha256", "0" * 64)]
+
+
+def test_cli_scrub_pass(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(
+        f'upstreams = ["http://127.0.0.1:9"]\nstate_dir = "{tmp_path}/st"\n'
+        f'[[tiers]]\npath = "{tmp_path}/f0"\nkind = "flash"\ncapacity = "10M"\n'
+    )
+    s = Store([tier(tmp_path, "f0")], tmp_path / "st")
+    s.open(reconcile=True)
+    bad = put(s, "/bad", b"b" * 5000)
+    put(s, "/good", b"g" * 5000)
+    s.close()
+    with open(bad, "r+b") as f:
+        f.write(b"X")
+    exe = Path(sys.executable).with_name("cdnlab")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "cdnlab.cli"]
+    run = [*cmd, "edge", "scrub", "--config", str(cfg), "--rate", "0"]
+    r = subprocess.run(run, capture_output=True, text=True)
+    assert r.returncode == 1, r
+    assert json.loads(r.stdout) == {"objects": 2, "bytes": 5000, "corrupt": 1, "missing": 0}
+    r = subprocess.run(run, capture_output=True, text=True)
+    assert r.returncode == 0 and json.loads(r.stdout)["corrupt"] == 0, r
+    r = subprocess.run([*run[:-1], "lots"], capture_output=True, text=True)
+    assert r.returncode == 2 and "config error" in r.stderr, r

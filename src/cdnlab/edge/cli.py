@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 _EXAMPLE = """examples:
   cdnlab edge serve --config /etc/cdnlab/edge.toml
   cdnlab edge serve --listen 127.0.0.1:8080 --admin-listen 127.0.0.1:8081 \\
       --store /var/cache/cdnlab --upstream http://127.0.0.1:9000 --upstream http://127.0.0.1:9001
-  cdnlab edge check --config /etc/cdnlab/edge.toml     # validate only (exit 2 on a bad key)"""
+  cdnlab edge check --config /etc/cdnlab/edge.toml     # validate only (exit 2 on a bad key)
+  cdnlab edge scrub --config /etc/cdnlab/edge.toml --rate 200M   # one integrity pass now"""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +41,32 @@ def register(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--capacity", default="10G", help="capacity of the quick-form tier (default 10G)")
         p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
         p.set_defaults(func=_serve if name == "serve" else _check)
+    p = sub.add_parser(
+        "scrub",
+        help="re-verify every stored object's SHA-256 once (safe while the daemon runs)",
+        description="One scrub pass: objects whose bytes no longer match are dropped (the next "
+        "request refetches them). Prints the counts as JSON; exit 1 if anything was dropped.",
+    )
+    p.add_argument("--config", metavar="FILE", required=True, help="the daemon's TOML config file")
+    p.add_argument("--rate", default=None, help="bytes/s to read (default [storage] scrub_rate; 0: no limit)")
+    p.set_defaults(func=_scrub)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+
+def _scrub(args: argparse.Namespace) -> int:
+    from cdnlab.edge.config import ConfigError, load
+    from cdnlab.edge.scrub import scrub_once
+    from cdnlab.sizes import parse_size
+
+    try:
+        config = load(args.config)
+        rate = config.storage.scrub_rate if args.rate is None else parse_size(args.rate)
+    except (ConfigError, ValueError) as exc:
+        print(f"cdnlab edge: config error: {exc}", file=sys.stderr)
+        return 2
+    counts = scrub_once(config, rate)
+    print(json.dumps(counts, sort_keys=True))
+    return 1 if counts.get("corrupt") or counts.get("missing") else 0
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@ import logging
 import threading
 from collections import Counter
 
+from cdnlab.edge.config import EdgeConfig
 from cdnlab.edge.store import Store
 from cdnlab.edge.tiers import Throttle
 
@@ -54,3 +55,28 @@ class Scrubber:
             except Exception:
                 log.exception("scrub pass failed")
             self.stop.wait(self.pause)
+
+
+def scrub_once(config: EdgeConfig, rate: int) -> dict[str, int]:
+    """``cdnlab edge scrub``: one pass over the store of CONFIG at RATE bytes/s (0: no limit),
+    alongside a running daemon or not (it never reconciles; workers are told of every drop)."""
+    from cdnlab.edge.shm import SharedState
+    from cdnlab.edge.worker import run_dir
+
+    shm_path = run_dir(config) / "shared"
+    shm = SharedState(shm_path, create=False) if shm_path.exists() else None
+    store = Store(
+        list(config.tiers),
+        config.state_dir,
+        ram_object_max=config.limits.ram_object_max,
+        on_invalidate=shm.invalidate if shm is not None else None,
+    )
+    store.open(reconcile=False)
+    try:
+        scrubber = Scrubber(store, rate, 0)
+        scrubber.scrub_pass()
+        return {k: scrubber.counters[k] for k in ("objects", "bytes", "corrupt", "missing")}
+    finally:
+        store.close()
+        if shm is not None:
+            shm.close()
