@@ -9,12 +9,15 @@
 
 from __future__ import annotations
 
+import os
 from functools import cache
 
 from cdnlab.policy.catalog import (
+    CODINGS,
     DEFAULT_PATH,
     Catalog,
     CatalogError,
+    ImageOpt,
     TtlClass,
     from_mapping,
     load,
@@ -23,10 +26,13 @@ from cdnlab.policy.catalog import (
 from cdnlab.signing import SIGNATURE_PARAMS
 
 __all__ = [
+    "CATALOG_ENV",
+    "CODINGS",
     "DEFAULT_PATH",
     "SIGNATURE_PARAMS",
     "Catalog",
     "CatalogError",
+    "ImageOpt",
     "TtlClass",
     "cache_key_query",
     "classify",
@@ -37,10 +43,14 @@ __all__ = [
 ]
 
 
+# A catalog file of the operator's own instead of the packaged one (daemon and infra/ alike).
+CATALOG_ENV = "CDNLAB_CATALOG"
+
+
 @cache
 def default_catalog() -> Catalog:
-    """The packaged catalog, read and validated once per process."""
-    return load()
+    """The packaged catalog (or the file named by $CDNLAB_CATALOG), read and validated once per process."""
+    return load(os.environ.get(CATALOG_ENV) or None)
 
 
 def classify(path: str) -> TtlClass:

@@ -10,7 +10,7 @@ import re
 import tomllib
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -52,6 +52,18 @@ def pattern_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(rf"\A{body}\Z", re.DOTALL)
 
 
+CODINGS = ("br", "gzip")
+
+
+class ImageOpt(_Strict):
+    """Image optimisation at the edge when an image is stored (opt-in per class)."""
+
+    max_width: int = Field(ge=1, le=16384)
+    quality: int = Field(default=82, ge=1, le=100)
+    # keep: same format as upstream; jpeg/webp: re-encoded (Content-Type follows) for every client.
+    format: Literal["keep", "jpeg", "webp"] = "keep"
+
+
 class TtlClass(_Strict):
     """One kind of content: where it lives, how long it is kept, what the edge tells clients."""
 
@@ -64,12 +76,39 @@ class TtlClass(_Strict):
     cache_control: str = Field(min_length=1)
     cacheable: bool = True
     compress: bool = False
+    # The codings the edge offers for this class, best first (``compress = ["br", "gzip"]`` in the
+    # file; ``compress = true`` means both). CloudFront only takes the on/off flag.
+    codings: tuple[Literal["br", "gzip"], ...] = ()
+    minify_json: bool = False
+    image: ImageOpt | None = None
     range: bool = False
     signed: bool = False
     query_key: bool = False
     immutable: bool = False
     must_revalidate: bool = False
     stale_while_revalidate: Ttl = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _compress_list(cls, data: Any) -> Any:
+        """``compress`` may be a flag or the list of codings; both end as ``compress`` + ``codings``."""
+        if not isinstance(data, dict) or "codings" in data:
+            if isinstance(data, dict) and "codings" in data:
+                raise ValueError("codings: unknown key (list the codings in compress)")
+            return data
+        value = data.get("compress")
+        if isinstance(value, list):
+            for c in value:
+                if c not in CODINGS:
+                    raise ValueError(f"compress: unknown coding {c!r} (known: br, gzip)")
+            if len(set(value)) != len(value):
+                raise ValueError("compress: a coding is listed twice")
+            return {**data, "compress": bool(value), "codings": tuple(value)}
+        if value is True:
+            return {**data, "codings": CODINGS}
+        if value is not None and value is not False:
+            raise ValueError("compress: must be true, false or a list of codings such as [\"br\", \"gzip\"]")
+        return data
 
     @field_validator("patterns")
     @classmethod
@@ -89,6 +128,10 @@ class TtlClass(_Strict):
             raise ValueError("max_ttl: must be 0 when cacheable is false")
         if not self.cacheable and self.query_key:
             raise ValueError("query_key: a class that is never stored has no cache key")
+        if not self.cacheable and self.minify_json:
+            raise ValueError("minify_json: a class that is never stored is never rewritten")
+        if not self.cacheable and self.image is not None:
+            raise ValueError("image: a class that is never stored is never rewritten")
         cc = self.cache_control
         max_age = _directive(cc, "max-age")
         if max_age is not None and max_age != str(self.default_ttl):
