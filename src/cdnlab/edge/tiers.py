@@ -185,6 +185,8 @@ class TierMover:
         k[2] = hits
         if key in self.pending:
             return
+        if not policy.contains(key):  # never lose track of a stored object
+            policy.on_insert(key, size, last_access)
         for _ in range(min(delta, MAX_HITS_REPLAYED)):
             policy.on_hit(key, last_access)
         if kind != self.store.kinds()[0]:
