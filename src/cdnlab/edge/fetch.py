@@ -23,7 +23,7 @@ from cdnlab.edge.freshness import conditional_headers, merge_304, parse_cache_co
 from cdnlab.edge.httpdate import parse_http_date
 from cdnlab.edge.meta import STORED_HEADERS, ObjectMeta, default_etag
 from cdnlab.edge.output import FileHandle
-from cdnlab.edge.store import StoreError
+from cdnlab.edge.store import CommitArgs, StoreError
 from cdnlab.edge.upstream import UpstreamError
 from cdnlab.edge.vary import parse_vary
 from cdnlab.policy import classify
@@ -301,11 +301,15 @@ class Fetch:
         headers = {k: resp.headers[k] for k in STORED_HEADERS if k in resp.headers}
         kept = {k.lower(): v for k, v in resp.headers.items()}  # the store keeps what it needs
         ctype = _safe_content_type(resp.headers.get("Content-Type"))
+        chunks = resp.content.iter_chunked(_CHUNK)
+        # The first bytes usually come with the headers: take them along to the I/O thread that
+        # creates the file, one hop instead of two.
+        first = await anext(chunks, b"")
         try:
             # Creating a file can wait on the filesystem journal behind other objects' fsyncs:
             # never on the event loop.
             writer: Any = await asyncio.get_running_loop().run_in_executor(
-                worker.io, worker.store.begin, self.key, size, ctype
+                worker.io, _begin, worker.store, self.key, size, ctype, first
             )
         except StoreError as exc:
             # No disk can take it (all failed, or too large): still serve it, through an unnamed
@@ -313,6 +317,8 @@ class Fetch:
             log.warning("%s: %s; relaying without storing", self.key, exc)
             writer = Unstored(worker.config.state_dir)
             store_it = False
+            if first:
+                writer.write(first)
         try:
             self.handle = FileHandle(os.dup(writer.fileno()))
             self.meta = ObjectMeta(
@@ -330,7 +336,10 @@ class Fetch:
             if size is not None and not digests:
                 self._set_ready("stream")  # clients start now, reading as bytes land
             loop = asyncio.get_running_loop()
-            async for chunk in resp.content.iter_chunked(_CHUNK):
+            self.written = len(first)
+            if size is not None and self.written > size:
+                raise aiohttp.ClientPayloadError("upstream sent more than its Content-Length")
+            async for chunk in chunks:
                 try:
                     # Writing (and hashing) in the I/O pool: a write can wait on the journal.
                     # One chunk at a time, so the file grows in order.
@@ -352,10 +361,13 @@ class Fetch:
                     worker.stats.integrity["upstream"] += 1
                     raise UpstreamError(502, f"upstream body does not match its {name} (sha-256 {got})")
             if store_it:
-                entry = await loop.run_in_executor(worker.commits, _commit, writer, self.meta.etag, lm, kept)
-                if entry is not None:
+                try:
+                    entry = await asyncio.wrap_future(
+                        worker.committer.submit(writer, CommitArgs(self.meta.etag, lm, kept))
+                    )
                     self.meta.sha256 = entry.sha256
-                else:
+                except StoreError as exc:  # purged meanwhile, disk failed: only means not stored
+                    log.warning("not stored: %s", exc)
                     self.stored = False
             else:
                 writer.abort()
@@ -374,13 +386,19 @@ def _safe_content_type(value: str | None) -> str:
     return value.strip()
 
 
-def _commit(writer: Any, etag: str, last_modified: float, headers: dict[str, str]) -> Any:
-    """Commit in a thread (fsync); a refusal (purged meanwhile, disk failed) only means not stored."""
-    try:
-        return writer.commit(etag=etag, last_modified=last_modified, headers=headers)
-    except StoreError as exc:
-        log.warning("not stored: %s", exc)
-        return None
+def _begin(store: Any, key: str, size: int | None, ctype: str, first: bytes) -> Any:
+    """Open the object's temp file and write its first bytes (in an I/O thread)."""
+    writer = store.begin(key, size, ctype)
+    if first:
+        try:
+            writer.write(first)
+        except StoreError as exc:  # longer than promised, or the disk gave up
+            writer.abort()
+            raise aiohttp.ClientPayloadError(str(exc)) from None
+        except BaseException:
+            writer.abort()
+            raise
+    return writer
 
 
 _RELAYED = frozenset(

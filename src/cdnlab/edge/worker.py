@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cdnlab.edge.accesslog import AccessLog
+from cdnlab.edge.commitq import GroupCommitter
 from cdnlab.edge.config import EdgeConfig
 from cdnlab.edge.conn import Conn
 from cdnlab.edge.fetch import Fetch
@@ -106,8 +107,9 @@ class Worker:
         self.date = DateCache()
         # Blocking store work (create, fsync, rename, index writes) runs here, off the event loop.
         self.io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store-io")
-        # Commits wait on fsync; on a pool of their own they never hold up a new fetch's first bytes.
-        self.commits = ThreadPoolExecutor(max_workers=16, thread_name_prefix="store-commit")
+        # Commits wait on fsync; one thread commits them in groups (see commitq), so they never
+        # hold up a new fetch's first bytes and share their journal commits.
+        self.committer = GroupCommitter()
         self.stats = WorkerStats()
         rd = run_dir(config)
         self.stats_path = rd / f"stats-{index}.json"
