@@ -26,7 +26,7 @@ class DiskMonitor:
         self.store = store
         self.interval = interval
         self.stop = stop or threading.Event()
-        self.counters: Counter[str] = Counter()  # objects_dropped
+        self.counters: Counter[str] = Counter(objects_dropped=0)  # keys up front: read by other threads
 
     def check(self) -> None:
         self.store.refresh()

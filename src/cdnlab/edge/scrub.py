@@ -29,7 +29,9 @@ class Scrubber:
         self.stop = stop or threading.Event()
         self.throttle = Throttle(rate, self.stop)
         # checked objects and bytes, corrupt / missing objects dropped, full passes done
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter(
+            dict.fromkeys(("objects", "bytes", "corrupt", "missing", "passes"), 0)  # all keys up front
+        )
 
     def scrub_pass(self) -> None:
         """One pass over every object in the index (stops early when STOP is set)."""

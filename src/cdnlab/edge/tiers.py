@@ -87,7 +87,11 @@ class TierMover:
         self.pending: set[str] = set()  # victims waiting for their demotion
         self.queue: deque[tuple[str, str]] = deque()  # (key, kind to move it to)
         self.unlinks: deque[tuple[float, str, str]] = deque()  # (due, disk, old path)
-        self.counters: Counter[str] = Counter()
+        # Every key present from the start: other threads copy it (a dict that grows while
+        # being copied raises).
+        self.counters: Counter[str] = Counter(
+            dict.fromkeys(("promoted", "demoted", "evicted", "moved_bytes", "move_failed", "corrupt"), 0)
+        )
         self._since = 0.0
         self._passes = 0
         self._failed: frozenset[str] = frozenset()
