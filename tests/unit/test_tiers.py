@@ -304,3 +304,35 @@ def test_throttle_bounds_the_rate() -> None:
         t(10_000)  # 200 kB at 1 MB/s: at least ~0.19 s
     assert time.monotonic() - start >= 0.15
     os.sched_yield()
+
+
+def test_ram_tier_demotes_to_flash(tmp_path: Path) -> None:
+    s = Store(
+        [tier(tmp_path, "r0", "ram", 40 * KiB), tier(tmp_path, "f0", "flash", 1000 * KiB)],
+        tmp_path / "st",
+        ram_object_max=16 * KiB,
+    )
+    s.open(reconcile=True)
+    try:
+        m = mover(s)
+        for i in range(4):
+            put(s, f"/s{i}", blob(f"/s{i}", 10 * KiB))  # 40 KiB of 40: over 95%
+            hit(s, f"/s{i}")
+            m.step()
+        m.flush_unlinks(force=True)
+        tiers = {f"/s{i}": s.lookup(f"/s{i}").tier for i in range(4)}  # type: ignore[union-attr]
+        assert list(tiers.values()).count("flash") >= 1 and "ram" in tiers.values(), tiers
+        ram = {d.kind: d for d in s.usage()}["ram"]
+        assert ram.used <= 0.90 * ram.capacity
+        assert m.counters["demoted"] >= 1 and m.counters["evicted"] == 0
+        for k in tiers:
+            assert Path(s.lookup(k).path).read_bytes() == blob(k, 10 * KiB)  # type: ignore[union-attr]
+    finally:
+        s.close()
+
+
+def test_low_watermark_defaults_under_high() -> None:
+    cfg = StorageConfig(watermarks={"hdd": {"high": 0.7}})  # type: ignore[dict-item]
+    assert cfg.watermarks["hdd"].low == 0.65
+    assert cfg.watermarks["flash"].high == 0.95 and cfg.watermarks["flash"].low == 0.90
+    assert StorageConfig().watermarks["hdd"].high == 0.85

@@ -122,11 +122,13 @@ class Watermarks(_Strict):
     """A tier passing ``high`` (fraction of its capacity) is evicted or demoted down to ``low``."""
 
     high: float = Field(gt=0, le=1)
-    low: float = Field(gt=0, le=1)
+    low: float | None = Field(default=None, gt=0, le=1)  # default: 5 points under high
 
     @model_validator(mode="after")
     def _order(self) -> Watermarks:
-        if self.low > self.high:
+        if self.low is None:
+            object.__setattr__(self, "low", round(max(self.high - 0.05, self.high / 2), 4))
+        elif self.low > self.high:
             raise ValueError(f"low ({self.low}) must not be above high ({self.high})")
         return self
 

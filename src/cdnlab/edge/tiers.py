@@ -39,7 +39,7 @@ log = logging.getLogger("cdnlab.edge.tiers")
 
 ORDER = ("ram", "flash", "hdd")  # fastest first
 FULL_SYNC_EVERY = 30
-OVERLAP = 10.0  # seconds re-read each sync: a worker's hit batch carries its tick's time
+OVERLAP = 5.0  # seconds re-read each sync: a worker's hit batch carries its tick's time
 GRACE = 2.0  # seconds a moved object's old file outlives the switch (readers that just looked it up)
 MAX_HITS_REPLAYED = 8  # per key per pass: a hot key must not cost the mover thousands of calls
 
@@ -234,7 +234,8 @@ class TierMover:
             marks = self.cfg.watermarks[kind]
             if cap <= 0 or used[kind] <= marks.high * cap:
                 continue
-            need = used[kind] - int(marks.low * cap) - sum(
+            low = marks.low if marks.low is not None else marks.high
+            need = used[kind] - int(low * cap) - sum(
                 self.known[k][1] for k, to in self.queue if k in self.known and self.known[k][0] == kind
             )
             if need <= 0:
