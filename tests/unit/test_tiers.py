@@ -336,3 +336,11 @@ def test_low_watermark_defaults_under_high() -> None:
     assert cfg.watermarks["hdd"].low == 0.65
     assert cfg.watermarks["flash"].high == 0.95 and cfg.watermarks["flash"].low == 0.90
     assert StorageConfig().watermarks["hdd"].high == 0.85
+
+
+def test_a_full_fast_tier_sends_new_objects_to_a_slower_one(tmp_path: Path, store: Store) -> None:
+    for i in range(10):
+        put(store, f"/full{i}", blob(f"/full{i}", 10 * KiB))  # flash: 100 KiB of 100
+    put(store, "/next", blob("/next", 10 * KiB))
+    assert store.lookup("/next").tier == "hdd"  # type: ignore[union-attr]
+    assert all(store.lookup(f"/full{i}") is not None for i in range(10))  # nothing evicted at commit
