@@ -127,7 +127,10 @@ def test_read_errors_reported_by_the_server(tmp_path: Path, store: Store) -> Non
     dev = os.stat(path).st_dev
     assert store.note_dev_error(dev, OSError(errno.EIO, "Input/output error")) is True
     assert sum(d.failed for d in store.usage()) == 1  # the first disk on that device
-    assert store.note_io_error(entry.disk, OSError(errno.EIO, "Input/output error")) in (True, False)
+    other = next(d for d in store.usage() if not d.failed)
+    assert store.note_io_error(other.id, OSError(errno.EACCES, "Permission denied")) is True
+    assert all(d.failed for d in store.usage())
+    assert "EACCES" in (store.usage()[0].reason or "") + (store.usage()[1].reason or "")
 
 
 def _b64(data: bytes) -> str:
