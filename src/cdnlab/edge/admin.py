@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from cdnlab import __version__
+from cdnlab.edge.compress import metrics as compression_metrics
 from cdnlab.edge.stats import BUCKETS
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ class _Collector:
         yield ref
         yield GaugeMetricFamily("cdnlab_workers", "Worker processes alive", value=m.workers_alive())
         yield from _storage_metrics(m, s)
+        yield from compression_metrics(s)
 
 
 def _storage_metrics(m: Master, s: dict[str, Any]):  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from cdnlab import signing
 from cdnlab.edge import ranges
+from cdnlab.edge.compress import Compressor
 from cdnlab.edge.conditional import evaluate_preconditions, if_range_allows
 from cdnlab.edge.meta import ObjectMeta
 from cdnlab.edge.output import FileHandle, FileSpan, GrowingSpan, Response
@@ -58,6 +59,7 @@ class Handler:
         self.fetch_cap = worker.config.limits.max_upstream_fetches
         # raw request-target -> (path, cache key): spares normalisation on repeated URLs.
         self.targets: dict[bytes, tuple[str, str]] = {}
+        self.codec = Compressor(worker)  # gzip/br variants, JSON minify, images (docs/edge.md)
 
     # entry points ----------------------------------------------------------------------------
 
@@ -83,10 +85,14 @@ class Handler:
             resp.close = not keep_alive
             return resp
         hdrs: dict[bytes, str] = {}
+        ae: str | None = None  # Accept-Encoding, kept apart so plain requests keep the short path
         for name, value in raw_headers:
             lname = name.lower()
             if lname in _WANTED:
                 hdrs[lname] = value.decode("latin-1")
+            elif lname == b"accept-encoding":
+                v = value.decode("latin-1")
+                ae = v if ae is None else f"{ae}, {v}"
         cached = self.targets.get(url)
         if cached is None:
             try:
@@ -117,6 +123,7 @@ class Handler:
         obj = self.w.lookup(key)
         if obj is not None:
             meta, handle, body = obj
+            plan = self.codec.plan(key, meta)
             if meta.fresh_until <= time.time():
                 if self.fetch_cap and self._capped(key, hdrs) and not self._swr(meta):
                     return self.refuse_fetch(method, path, keep_alive)
@@ -124,6 +131,10 @@ class Handler:
                 return resp
             resp.cache_status = "hit"
             resp.tier = meta.tier
+            if plan is not None and self.codec.serve(
+                self, conn, resp, key, obj, plan, hdrs, ae, self.hit_status, close_hdr
+            ):
+                return resp
             if not hdrs and body is not None:
                 # The common case, kept short: a whole small object from RAM, no conditions.
                 resp.status = 200
@@ -139,7 +150,7 @@ class Handler:
             return resp
         if self.fetch_cap and self._capped(key, hdrs):
             return self.refuse_fetch(method, path, keep_alive)
-        self._miss(conn, resp, key, path, hdrs, close_hdr, url)
+        self._miss(conn, resp, key, path, hdrs, close_hdr, url, ae=ae)
         return resp
 
     def _capped(self, key: str, hdrs: dict[bytes, str]) -> bool:
@@ -340,7 +351,7 @@ class Handler:
 
     # misses ----------------------------------------------------------------------------------
 
-    def _miss(self, conn, resp, key, path, hdrs, close_hdr, url, stale=None) -> None:  # type: ignore[no-untyped-def]
+    def _miss(self, conn, resp, key, path, hdrs, close_hdr, url, stale=None, ae=None) -> None:  # type: ignore[no-untyped-def]
         """Go upstream for ``key``; with ``stale`` (a stored object past its freshness) revalidate it."""
         w = self.w
         fetch = w.fetch(
@@ -360,6 +371,9 @@ class Handler:
         def ready(f: Fetch) -> None:
             if conn.closed:
                 return
+            if f.outcome == "stream":
+                assert f.meta is not None
+                self.codec.plan(key, f.meta)  # streamed identity: Vary as on later hits
             if f.outcome == "stream" and arrived and f.stored:
                 assert f.meta is not None
                 resp.cache_status = "hit"
@@ -378,15 +392,19 @@ class Handler:
                 if obj is None:  # purged, evicted or its disk failed in the blink between: go round
                     if w.fetches.get(key) is f:  # again with a new fetch (this one is done; joining
                         del w.fetches[key]  # it would call back at once, forever)
-                    self._miss(conn, resp, key, path, hdrs, close_hdr, url)
+                    self._miss(conn, resp, key, path, hdrs, close_hdr, url, ae=ae)
                     return
                 meta, handle, body = obj
                 if f.revalidated:
                     status, resp.cache_status = self.revalidated_status, "revalidated"
                 else:
                     status, resp.cache_status = self.hit_status, "hit"
-                self.render(resp, meta, hdrs, status, close_hdr, handle=handle, body=body)
-                resp.tier = meta.tier
+                plan = self.codec.plan(key, meta)
+                if plan is None or not self.codec.serve(
+                    self, conn, resp, key, obj, plan, hdrs, ae, status, close_hdr
+                ):
+                    self.render(resp, meta, hdrs, status, close_hdr, handle=handle, body=body)
+                    resp.tier = meta.tier
             elif stale is not None and self._may_serve_stale(f, stale[0]):
                 meta, handle, body = stale
                 code = f"; fwd-status={f.relay[0]}" if f.relay is not None else ""

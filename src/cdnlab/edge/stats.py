@@ -49,6 +49,8 @@ class WorkerStats:
         # Bodies that failed their SHA-256, by where: upstream (the digest the upstream sent),
         # load (a stored object read back into RAM).
         self.integrity: defaultdict[str, int] = defaultdict(int)
+        # Compression and rewrites (cdnlab.edge.compress): variants built, served, bytes saved.
+        self.compress: defaultdict[str, int] = defaultdict(int)
 
     def request(self, status: int, cache_status: str, tier: str, nbytes: int, seconds: float) -> None:
         self.requests[(status, cache_status)] += 1
@@ -83,6 +85,7 @@ class WorkerStats:
             "refused": dict(self.refused),
             "upstream_health": self.upstream_health,
             "integrity": dict(self.integrity),
+            "compress": dict(self.compress),
         }
 
     def publish(self, path: Path) -> None:
@@ -106,6 +109,7 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         "refused": defaultdict(int),
         "upstream_health": {},
         "integrity": defaultdict(int),
+        "compress": defaultdict(int),
     }
     for snap in snapshots:
         # An upstream is healthy only if no live worker has it marked down.
@@ -126,6 +130,8 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
             out["refused"][reason] += n
         for where, n in snap.get("integrity", {}).items():
             out["integrity"][where] += n
+        for what, n in snap.get("compress", {}).items():
+            out["compress"][what] += n
         for k in ("connections", "accepted", "timeouts", "signature_refused"):
             out[k] += snap.get(k, 0)
     return out

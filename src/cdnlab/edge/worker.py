@@ -178,8 +178,8 @@ class Worker:
         if obj is None or obj[2] is None:
             return None
         meta, _, body = obj
-        if meta.fresh_until <= time.time():
-            return None  # stale: the general path revalidates
+        if meta.fresh_until <= time.time() or "vary" in meta.headers:
+            return None  # stale: the general path revalidates; Vary: it negotiates (compress.py)
         self._hits[target[1]] += 1
         data = meta.whole_200(self.date.get(), self.handler.hit_status, b"", body)
         self.stats.fast_hit(len(data))
