@@ -1,0 +1,100 @@
+"""The policy catalog's compression fields: compress (flag or codings), minify_json, image."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cdnlab.policy import CATALOG_ENV, CatalogError, default_catalog, from_mapping, load
+from cdnlab.policy.catalog import DEFAULT_PATH
+
+
+def _data() -> dict[str, Any]:
+    return tomllib.loads(DEFAULT_PATH.read_text())
+
+
+def _with(name: str, **fields: Any) -> dict[str, Any]:
+    data = _data()
+    cls = next(c for c in data["class"] if c["name"] == name)
+    cls.update(fields)
+    return data
+
+
+def test_packaged_catalog() -> None:
+    cat = load()
+    assert cat.by_name("manifest").codings == ("br", "gzip")
+    assert cat.by_name("segment").codings == () and not cat.by_name("segment").compress
+    assert cat.by_name("api").minify_json
+    assert all(c.image is None for c in cat.classes)  # image optimisation is opt-in
+    assert cat.by_name("default").compress  # HTML and other text under the catch-all
+
+
+@pytest.mark.parametrize(
+    ("value", "compress", "codings"),
+    [
+        (["gzip"], True, ("gzip",)),
+        (["gzip", "br"], True, ("gzip", "br")),
+        ([], False, ()),
+        (True, True, ("br", "gzip")),
+        (False, False, ()),
+    ],
+)
+def test_compress_forms(value: Any, compress: bool, codings: tuple[str, ...]) -> None:
+    c = from_mapping(_with("static", compress=value)).by_name("static")
+    assert c.compress is compress and c.codings == codings
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"compress": ["zstd"]}, "class[5].compress: unknown coding 'zstd'"),
+        ({"compress": ["br", "br"]}, "class[5].compress: a coding is listed twice"),
+        ({"compress": "yes"}, "class[5].compress: must be true, false or a list"),
+        ({"codings": ["br"]}, "class[5].codings: unknown key"),
+        ({"minify_json": "sometimes"}, "class[5].minify_json"),
+        ({"image": {"max_width": 0}}, "class[5].image.max_width"),
+        ({"image": {"max_width": 100, "quality": 101}}, "class[5].image.quality"),
+        ({"image": {"max_width": 100, "format": "gif"}}, "class[5].image.format"),
+        ({"image": {"max_width": 100, "colour": "red"}}, "class[5].image.colour: unknown key"),
+        ({"image": {}}, "class[5].image.max_width: required key is missing"),
+    ],
+)
+def test_bad_fields_are_one_clear_line(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(CatalogError) as exc:
+        from_mapping(_with("static", **fields))
+    assert str(exc.value).startswith(message), str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_rewrites_need_a_stored_class() -> None:
+    with pytest.raises(CatalogError, match=r"class\[6\].minify_json: a class that is never stored"):
+        from_mapping(_with("dynamic", minify_json=True))
+    with pytest.raises(CatalogError, match=r"class\[6\].image: a class that is never stored"):
+        from_mapping(_with("dynamic", image={"max_width": 10}))
+
+
+def test_image_opt_parsed() -> None:
+    c = from_mapping(_with("image", image={"max_width": 640, "quality": 70, "format": "webp"})).by_name(
+        "image"
+    )
+    assert c.image is not None and (c.image.max_width, c.image.quality, c.image.format) == (640, 70, "webp")
+
+
+def test_catalog_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = DEFAULT_PATH.read_text().replace(
+        'patterns = ["/images/*"]\n', 'patterns = ["/images/*"]\nimage = { max_width = 99 }\n'
+    )
+    f = tmp_path / "catalog.toml"
+    f.write_text(text)
+    monkeypatch.setenv(CATALOG_ENV, str(f))
+    default_catalog.cache_clear()
+    try:
+        img = default_catalog().by_name("image").image
+        assert img is not None and img.max_width == 99
+    finally:
+        monkeypatch.delenv(CATALOG_ENV)
+        default_catalog.cache_clear()
+    assert default_catalog().by_name("image").image is None
