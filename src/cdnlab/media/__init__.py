@@ -1,0 +1,2 @@
+"""Media formats shared by the edge and the control plane (fragmented MP4, DASH MPD); imports
+neither ``edge`` nor ``control``."""
