@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEBIAN_PACKAGES := nginx wrk sqlite3 iproute2 procps curl postgresql prometheus debootstrap systemd-container xfsprogs openssh-client nodejs
+DEBIAN_PACKAGES := nginx wrk sqlite3 iproute2 procps curl postgresql prometheus debootstrap systemd-container xfsprogs openssh-client nodejs ffmpeg
 export PATH := $(CURDIR)/$(VENV)/bin:/usr/sbin:/sbin:$(PATH)
 
 .PHONY: all lab test lint bench debs venv clean

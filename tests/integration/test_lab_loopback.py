@@ -12,7 +12,7 @@ def test_lab_up_passes_every_check(tmp_path: Path) -> None:
     out = tmp_path / "out"
     tmp_path.chmod(0o755)  # the lab's nginx workers read the origin files under here
     proc = subprocess.run(
-        [sys.executable, "-m", "cdnlab.cli", "lab", "up", "--out", str(out)],
+        [sys.executable, "-m", "cdnlab.cli", "lab", "up", "--hosts", "loopback", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=600,

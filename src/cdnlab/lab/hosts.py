@@ -670,6 +670,86 @@ class Lab:
             time.sleep(1)
         raise LabError(f"{host.name} ({host.address}) not ready: {last}; see {host.dir / 'console.log'}")
 
+    # -- reuse and extra namespaces -------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """What ``reattach`` needs to drive these hosts from another process."""
+        return {
+            name: {
+                "address": h.address,
+                "netns": h.netns,
+                "dir": str(h.dir),
+                "disks": h.disks,
+                "groups": list(h.spec.groups),
+                "vars": dict(h.spec.vars),
+                "pid": h.proc.pid if h.proc else None,
+            }
+            for name, h in self.hosts.items()
+        }
+
+    def running(self) -> bool:
+        """True if this workdir's lab (per its state file) has every container still alive."""
+        try:
+            state = json.loads(self._state_file.read_text())
+        except (OSError, ValueError):
+            return False
+        procs = state.get("procs", [])
+        return bool(procs) and all(_alive(p["pid"], p["start"]) for p in procs)
+
+    def reattach(self, described: Mapping[str, Mapping[str, Any]]) -> dict[str, Host]:
+        """Take over a running lab started by another process (from ``describe``'s record and the
+        state file), so it can be driven and torn down from here."""
+        if not self.running():
+            raise LabError(f"no running lab in {self.workdir}")
+        self._state = json.loads(self._state_file.read_text())
+        for name, d in described.items():
+            spec = HostSpec(name, groups=tuple(d["groups"]), vars=dict(d.get("vars", {})))
+            self.hosts[name] = Host(
+                spec=spec,
+                address=d["address"],
+                netns=d["netns"],
+                dir=Path(d["dir"]),
+                ssh_base=["ssh", "-i", str(self.key), *self.ssh_options()],
+                disks=dict(d.get("disks", {})),
+            )
+        self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self.hosts
+
+    def add_client(self, name: str, address: str, prefix_len: int = 24) -> str:
+        """A client network namespace (no container) on the lab's bridge with ADDRESS, which may be
+        outside the lab's /24: it reaches the lab network on-link, and every host gets an on-link
+        route back. Returns the namespace's name; ``down`` removes it."""
+        ns = f"{self.prefix}-{name}"
+        _run(["ip", "netns", "add", ns])
+        self._record("netns", ns)
+        port = f"c{name}"[:15]
+        _run(
+            [
+                "ip",
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                port,
+                "netns",
+                self.switch_netns,
+            ]
+        )
+        _run(["ip", "-n", self.switch_netns, "link", "set", port, "master", "br0", "up"])
+        _run(["ip", "-n", ns, "addr", "add", f"{address}/{prefix_len}", "dev", "eth0"])
+        _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        _run(["ip", "-n", ns, "route", "add", f"10.203.{self.net}.0/24", "dev", "eth0"])
+        for host in self.hosts.values():
+            _run(["ip", "-n", host.netns, "route", "replace", f"{address}/32", "dev", "eth0"])
+        _run(["ip", "route", "replace", f"{address}/32", "dev", self.controller_link])
+        return ns
+
     # -- inventory ------------------------------------------------------------------------------
 
     def write_inventory(

@@ -1,0 +1,244 @@
+"""Drills against the running host lab, each with checked outcomes:
+
+* an appliance killed mid-session: the player fails over without a playback failure and steering
+  drops the appliance;
+* a disk failed under load: the appliance keeps serving correct bytes;
+* the origin unreachable: cached content is still served, a cold object comes from the shield,
+  one nobody holds gets a clear 502;
+* a corrupt segment at the origin (bytes that do not match ``x-amz-meta-sha256``): never served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from typing import TYPE_CHECKING, Any
+
+from cdnlab.lab import clients, services
+
+if TYPE_CHECKING:
+    from cdnlab.lab.hostlab import HostLab
+
+UNIT = "cdnlab-edge.service"
+
+
+def run_all(lab: HostLab) -> None:
+    with lab.gate.step("drill: appliance killed mid-session"):
+        kill(lab)
+    with lab.gate.step("drill: disk failed under load"):
+        disk(lab)
+    with lab.gate.step("drill: origin unreachable"):
+        origin_down(lab)
+    # Last: an edge that gets a 502 from the shield for the corrupt object marks the shield down
+    # until its next probe, which would make the outage drill above test the wrong thing.
+    with lab.gate.step("drill: corrupt segment at the origin"):
+        corrupt(lab)
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def kill(lab: HostLab) -> None:
+    g = lab.gate
+    site = lab.topo.site_names[0]
+    if len(lab.topo.appliances()) < 2:
+        g.skip("the player fails over when its appliance is killed", "needs two appliances (one site of one)")
+        return
+    ranked = clients.steer(lab, site)
+    victim = ranked[0] if ranked else ""
+    if victim not in lab.lab.hosts:
+        g.check("steering offers an appliance to kill", False, str(ranked))
+        return
+    events: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+
+    def event(text: str) -> None:
+        events.append({"t": round(time.monotonic() - t0, 2), "event": text})
+
+    event(f"player starts in {site}, steering ranks {', '.join(ranked)}")
+    player = clients.play(lab, site, "t0002", speed=1.5)
+    time.sleep(3.0)
+    lab.host(victim).ssh(f"systemctl kill --signal=SIGKILL {UNIT}; systemctl stop {UNIT}", check=False)
+    event(f"{victim}'s delivery daemon killed (SIGKILL)")
+    dropped = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if victim not in clients.steer(lab, site):
+            dropped = time.monotonic() - t0
+            event(f"steering no longer offers {victim}")
+            break
+        time.sleep(0.3)
+    q = clients.result(player)
+    event(f"player finished: completed={q.get('completed')}, failovers={q.get('failovers')}")
+    lab.gate.data["failover"] = events
+    lab.gate.data.setdefault("qoe", {})[f"{lab.state['clients'][site]['address']} t0002 (kill drill)"] = q | {
+        "site": site
+    }
+    killed_at = events[1]["t"]
+    g.check(
+        f"steering drops the killed {victim}",
+        dropped is not None,
+        f"after {dropped - killed_at:.1f} s" if dropped is not None else "still offered after 30 s",
+    )
+    g.check(
+        "the player fails over and finishes without a playback failure",
+        bool(q.get("completed"))
+        and q.get("failovers", 0) >= 1
+        and not any(str(e).startswith("stopped") for e in q.get("errors", [])),
+        f"failovers {q.get('failovers')}, rebuffers {q.get('rebuffer_count')}, "
+        f"endpoints {q.get('endpoints_used')}",
+    )
+    lab.host(victim).ssh(f"systemctl start {UNIT}", check=False)
+    back = _wait(lambda: victim in clients.steer(lab, site), 60)
+    g.check(f"{victim} restarted and is offered again", back)
+
+
+def _wait(cond: Any, timeout: float, every: float = 1.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(every)
+    return bool(cond())
+
+
+def disk(lab: HostLab) -> None:
+    """Fail the appliance's NVMe under load: the loop device's backing file is cut to nothing, so
+    every read of it is an I/O error, as from a dead drive."""
+    from cdnlab.lab.hostlab import http, signed
+
+    g = lab.gate
+    assert lab.content is not None
+    name, _site = lab.topo.appliances()[-1]
+    host = lab.host(name)
+    keys = [k for t in lab.content.titles for k in lab.content.segment_keys(t)]
+    for k in keys:  # load it up: every segment through this appliance
+        http(lab.edge_url(name) + signed(k), timeout=30)
+    dev = host.disks["nvme0"]
+    image = host.dir / "disks" / "nvme0.img"
+    size = image.stat().st_size
+    backup = image.with_suffix(".before-drill")
+    subprocess.run(["cp", "--sparse=always", str(image), str(backup)], check=True)
+    with open(image, "r+b") as f:
+        f.truncate(0)
+    subprocess.run(["losetup", "-c", dev], check=False, capture_output=True)
+    bad: list[str] = []
+    t0 = time.monotonic()
+    for k in keys * 2:
+        status, _, body = http(lab.edge_url(name) + signed(k), timeout=30)
+        if status != 200 or _sha(body) != lab.content.digests[k]:
+            bad.append(f"{k}: {status}")
+    secs = time.monotonic() - t0
+    failed: list[Any] = []
+
+    def noticed() -> bool:
+        _, _, raw = http(lab.admin_url(name) + "/healthz")
+        try:
+            disks = json.loads(raw).get("disks", [])
+        except ValueError:
+            return False
+        failed[:] = [d for d in disks if d.get("failed")]
+        return bool(failed)
+
+    g.check(
+        f"{name} marks the disk failed and drops its objects",
+        _wait(noticed, 30),
+        "; ".join(f"{d['kind']} {d['path']}: {d.get('reason')}" for d in failed),
+    )
+    status, _, body = http(lab.admin_url(name) + "/healthz")
+    g.check(
+        f"{name} keeps serving correct bytes with its NVMe failed under load",
+        not bad,
+        f"{len(keys) * 2} requests in {secs:.1f} s" + (f", bad: {bad[:3]}" if bad else ""),
+    )
+    g.check(
+        f"{name} still reports serving on /healthz",
+        status == 200 and b'"serving"' in body,
+        body[:200].decode(errors="replace"),
+    )
+    # The drive is replaced by the same one: data back, capacity back, remounted, daemon restarted.
+    subprocess.run(["cp", "--sparse=always", str(backup), str(image)], check=True)
+    backup.unlink()
+    with open(image, "r+b") as f:
+        f.truncate(size)
+    subprocess.run(["losetup", "-c", dev], check=False, capture_output=True)
+    mounts = " ".join(d["path"] for d in failed if d.get("kind") != "ram")
+    host.ssh(
+        f"systemctl stop {UNIT}; for m in {mounts}; do umount -l $m; mount $m; done; systemctl start {UNIT}",
+        check=False,
+        timeout=120,
+    )
+    back = _wait(lambda: http(lab.admin_url(name) + "/healthz")[0] == 200 and not noticed(), 60)
+    g.check(f"{name} serves with the replaced disk back in service", back)
+
+
+def corrupt(lab: HostLab) -> None:
+    """An object at the origin whose bytes do not match its x-amz-meta-sha256: the edges must
+    refuse it (502), not serve or store it."""
+    from cdnlab.lab.hostlab import http, signed
+
+    g = lab.gate
+    assert lab.content is not None
+    key = "content/t0001/720p/seg-corrupt.m4s"
+    good = (lab.content.root / "content/t0001/720p/seg-00001.m4s").read_bytes()
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0xFF
+    lab.s3().put_object(
+        Bucket=lab.outputs["primary_bucket"], Key=key, Body=bytes(bad), Metadata={"sha256": _sha(good)}
+    )
+    served = []
+    for name, _ in lab.topo.appliances():
+        status, _hdrs, body = http(lab.edge_url(name) + signed("/" + key), timeout=30)
+        if status == 200 or _sha(body) == _sha(bytes(bad)):
+            served.append(f"{name}: {status}")
+        last = (status, body[:120])
+    g.check(
+        "a segment whose bytes do not match its SHA-256 at the origin is never served",
+        not served,
+        f"every appliance answered {last[0]}: {last[1].decode(errors='replace').strip()}"
+        if not served
+        else str(served),
+    )
+    lab.s3().delete_object(Bucket=lab.outputs["primary_bucket"], Key=key)
+
+
+def origin_down(lab: HostLab) -> None:
+    from cdnlab.lab.hostlab import http, signed
+
+    g = lab.gate
+    assert lab.content is not None
+    fwd = next(p for p in lab.state["procs"] if p["name"] == "origin-forwarder")
+    name, _ = lab.topo.appliances()[0]
+    cached = lab.content.segment_keys("t0001")[0]
+    http(lab.edge_url(name) + signed(cached), timeout=30)
+    # an object only the shield holds: fetched through the shield directly before the outage
+    shield_only = "/images/t0003/poster.png"
+    http(f"http://{lab.host('shield1').address}{shield_only}", timeout=30)
+    cold = "/static/style.css"
+    services.stop(fwd)
+    try:
+        status, hdrs, body = http(lab.edge_url(name) + signed(cached), timeout=30)
+        g.check(
+            "with the origin unreachable, cached content is still served",
+            status == 200 and _sha(body) == lab.content.digests[cached],
+            f"{status} {hdrs.get('cache-status', '')}",
+        )
+        status, hdrs, body = http(lab.edge_url(name) + signed(shield_only), timeout=30)
+        g.check(
+            "a cold object the shield holds comes from the shield",
+            status == 200 and _sha(body) == lab.content.digests[shield_only],
+            f"{status} {hdrs.get('cache-status', '')}",
+        )
+        status, hdrs, body = http(lab.edge_url(name) + signed(cold), timeout=60)
+        g.check(
+            "an object nobody holds gets a clear 502, not bad bytes",
+            status in (502, 504) and len(body) < 2000,
+            f"{status} {body.decode(errors='replace').strip()[:160]}",
+        )
+    finally:
+        new = services.spawn("origin-forwarder", fwd["args"], lab.workdir / "forwarder.log")
+        lab.state["procs"] = [p for p in lab.state["procs"] if p["name"] != "origin-forwarder"] + [new]
+        lab.save()
