@@ -16,14 +16,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
 from cdnlab.edge.digest import upstream_sha256
 from cdnlab.edge.freshness import conditional_headers, merge_304, parse_cache_control, storable
 from cdnlab.edge.httpdate import parse_http_date
 from cdnlab.edge.meta import STORED_HEADERS, ObjectMeta, default_etag
 from cdnlab.edge.output import FileHandle
 from cdnlab.edge.store import CommitArgs, StoreError
+from cdnlab.edge.upclient import BodyError, Response
 from cdnlab.edge.upstream import UpstreamError
 from cdnlab.edge.vary import parse_vary
 from cdnlab.policy import classify
@@ -223,7 +222,7 @@ class Fetch:
             worker.stats.upstream(
                 up.url, "ok" if self.failed is None else "truncated", time.monotonic() - started
             )
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, BodyError, OSError) as exc:
             # A body that had begun and broke off (short of its Content-Length, or a chunked body
             # cut before its last chunk) is "truncated"; a stall is "timeout".
             if isinstance(exc, TimeoutError):
@@ -253,7 +252,7 @@ class Fetch:
             headers["Authorization"] = self.authorization
         return headers
 
-    def _storable(self, resp: aiohttp.ClientResponse) -> bool:
+    def _storable(self, resp: Response) -> bool:
         cc = parse_cache_control(", ".join(resp.headers.getall("Cache-Control", [])) or None)
         ok, why = storable(
             "GET",
@@ -274,7 +273,7 @@ class Fetch:
             log.debug("%s not stored: %s", self.key, why)
         return ok
 
-    async def _refresh(self, resp: aiohttp.ClientResponse) -> None:
+    async def _refresh(self, resp: Response) -> None:
         """A 304: keep the stored bytes, take the merged headers and the new response time."""
         assert self.stale is not None
         merged = merge_304(self.stale.headers, resp.headers)
@@ -285,15 +284,15 @@ class Fetch:
         self.revalidated = True
         self._set_ready("stored")
 
-    async def _relay(self, resp: aiohttp.ClientResponse) -> None:
-        body = await resp.content.read(_PASSTHROUGH_MAX + 1)
+    async def _relay(self, resp: Response) -> None:
+        body = await resp.read(_PASSTHROUGH_MAX + 1)
         if len(body) > _PASSTHROUGH_MAX:
             raise UpstreamError(502, f"upstream answered {resp.status} with an oversized body")
         keep = [(k, v) for k, v in resp.headers.items() if k.lower() in _RELAYED]
         self.relay = (resp.status, keep, body)
         self._set_ready("relay")
 
-    async def _stream(self, resp: aiohttp.ClientResponse, store_it: bool) -> None:
+    async def _stream(self, resp: Response, store_it: bool) -> None:
         worker = self.worker
         size = resp.content_length
         now = time.time()
@@ -301,10 +300,9 @@ class Fetch:
         headers = {k: resp.headers[k] for k in STORED_HEADERS if k in resp.headers}
         kept = {k.lower(): v for k, v in resp.headers.items()}  # the store keeps what it needs
         ctype = _safe_content_type(resp.headers.get("Content-Type"))
-        chunks = resp.content.iter_chunked(_CHUNK)
         # The first bytes usually come with the headers: take them along to the I/O thread that
         # creates the file, one hop instead of two.
-        first = await anext(chunks, b"")
+        first = await resp.read_chunk(_CHUNK)
         try:
             # Creating a file can wait on the filesystem journal behind other objects' fsyncs:
             # never on the event loop.
@@ -338,20 +336,20 @@ class Fetch:
             loop = asyncio.get_running_loop()
             self.written = len(first)
             if size is not None and self.written > size:
-                raise aiohttp.ClientPayloadError("upstream sent more than its Content-Length")
-            async for chunk in chunks:
+                raise BodyError("upstream sent more than its Content-Length")
+            while chunk := await resp.read_chunk(_CHUNK):
                 try:
                     # Writing (and hashing) in the I/O pool: a write can wait on the journal.
                     # One chunk at a time, so the file grows in order.
                     await loop.run_in_executor(worker.io, writer.write, chunk)
                 except StoreError as exc:  # longer than promised, or the disk gave up
-                    raise aiohttp.ClientPayloadError(str(exc)) from None
+                    raise BodyError(str(exc)) from None
                 self.written += len(chunk)
                 if size is not None and self.written > size:
-                    raise aiohttp.ClientPayloadError("upstream sent more than its Content-Length")
+                    raise BodyError("upstream sent more than its Content-Length")
                 self._progress()
             if size is not None and self.written != size:
-                raise aiohttp.ClientPayloadError(f"upstream body ended at {self.written} of {size} bytes")
+                raise BodyError(f"upstream body ended at {self.written} of {size} bytes")
             if size is None:
                 self.meta.size = self.written
                 self.meta.etag = resp.headers.get("ETag") or default_etag(self.written, lm)
@@ -394,7 +392,7 @@ def _begin(store: Any, key: str, size: int | None, ctype: str, first: bytes) -> 
             writer.write(first)
         except StoreError as exc:  # longer than promised, or the disk gave up
             writer.abort()
-            raise aiohttp.ClientPayloadError(str(exc)) from None
+            raise BodyError(str(exc)) from None
         except BaseException:
             writer.abort()
             raise

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import aiohttp
+from cdnlab.edge.upclient import BodyError, Client, Response
 
 log = logging.getLogger("cdnlab.edge.upstream")
 
@@ -59,30 +59,14 @@ class UpstreamPool:
         probe_interval: float = 5.0,
     ) -> None:
         self.upstreams = [Upstream(u.rstrip("/")) for u in urls]
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=read_timeout
-        )
+        self.client = Client(connect_timeout, read_timeout)
         self._probe_interval = probe_interval
-        self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, ttl_dns_cache=60)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeout,
-                auto_decompress=False,
-                skip_auto_headers=("Accept-Encoding", "User-Agent"),
-            )
-        return self._session
 
     async def close(self) -> None:
         for up in self.upstreams:
             if up.probing:
                 up.probing.cancel()
-        if self._session is not None:
-            await self._session.close()
+        self.client.close()
 
     def candidates(self) -> list[Upstream]:
         healthy = [u for u in self.upstreams if u.healthy]
@@ -100,20 +84,21 @@ class UpstreamPool:
         while not up.healthy:
             await asyncio.sleep(self._probe_interval)
             try:
-                async with self.session.head(up.url + "/", allow_redirects=False) as resp:
-                    if resp.status < 500:
-                        up.healthy = True
-                        up.failures = 0
-                        log.warning("upstream %s is back (probe answered %d)", up.url, resp.status)
-            except (aiohttp.ClientError, TimeoutError, OSError):
+                resp = await self.client.request(up.url, "/", {"User-Agent": "cdnlab"}, method="HEAD")
+            except (BodyError, TimeoutError, OSError):
                 continue
+            resp.release()
+            if resp.status < 500:
+                up.healthy = True
+                up.failures = 0
+                log.warning("upstream %s is back (probe answered %d)", up.url, resp.status)
 
     async def open(
         self,
         target: str,
         headers: dict[str, str],
         failures: list[tuple[str, str, float]] | None = None,
-    ) -> tuple[Upstream, aiohttp.ClientResponse]:
+    ) -> tuple[Upstream, Response]:
         """GET ``target`` (path and query) from the first upstream that answers without a 5xx.
 
         The caller must release the response. A 5xx from the last candidate is returned as is, so
@@ -126,16 +111,14 @@ class UpstreamPool:
         for i, up in enumerate(cands):
             started = time.monotonic()
             try:
-                resp = await self.session.get(
-                    up.url + target, headers=headers, allow_redirects=False, compress=None
-                )
+                resp = await self.client.request(up.url, target, headers)
             except TimeoutError:
                 self.mark_down(up, "timeout")
                 last_error = UpstreamError(504, f"upstream {up.url} timed out")
                 if failures is not None:
                     failures.append((up.url, "timeout", time.monotonic() - started))
                 continue
-            except (aiohttp.ClientError, OSError) as exc:
+            except (BodyError, OSError) as exc:
                 self.mark_down(up, str(exc) or type(exc).__name__)
                 last_error = UpstreamError(502, f"upstream {up.url} failed: {exc or type(exc).__name__}")
                 if failures is not None:
