@@ -41,6 +41,7 @@ from cdnlab.policy import ImageOpt, classify
 
 if TYPE_CHECKING:
     from cdnlab.edge.conn import Conn
+    from cdnlab.edge.fetch import Fetch
     from cdnlab.edge.handler import Handler
     from cdnlab.edge.output import FileHandle, Response
     from cdnlab.edge.worker import HotObject, Worker
@@ -51,6 +52,7 @@ MIN_SIZE = 256  # smaller bodies gain nothing worth a variant (nginx gzip_min_le
 MAX_SIZE = 64 << 20  # compressed and rewritten in memory: bigger text objects are served identity
 GZIP_LEVEL = 6  # gzip's default: most of level 9's gain at a fraction of its time
 BROTLI_QUALITY = 5  # built on first request: q11 is ~20x slower for a few percent
+WAIT_MAX = 8 << 20  # a miss this size or smaller that wants a coding waits for its commit
 _FIELDS = ("accept-encoding",)
 
 # Content types that are text and worth compressing (besides text/*, */*+json and */*+xml).
@@ -292,6 +294,34 @@ class Compressor:
         self._served[vkey] = (meta, raw, obj)
         return obj
 
+    # misses ----------------------------------------------------------------------------------
+
+    def _wants_coding(self, key: str, f: Fetch, accept_encoding: str | None) -> bool:
+        meta = f.meta
+        if meta is None or not f.stored or f.failed is not None:
+            return False
+        p = self.plan(key, meta)
+        return p is not None and bool(p.codings) and negotiate(accept_encoding, p.codings) != "identity"
+
+    def defer(self, key: str, f: Fetch, accept_encoding: str | None, again: Callable[[], None]) -> bool:
+        """A miss that wants gzip/br for a body being stored: True when ``again`` will be called
+        once the commit is done (or the fetch failed), so the answer can be the stored variant."""
+        meta = f.meta
+        if meta is None or meta.sha256 or not 0 < meta.size <= WAIT_MAX:
+            return False
+        if not self._wants_coding(key, f, accept_encoding):
+            return False
+        _AfterCommit(f, again).kick()
+        return True
+
+    def committed(self, key: str, f: Fetch, accept_encoding: str | None) -> HotObject | None:
+        """The stored object ``f`` committed, when the request wants one of its codings."""
+        meta = f.meta
+        if meta is None or not meta.sha256 or not self._wants_coding(key, f, accept_encoding):
+            return None
+        obj = self.w.lookup(key)
+        return obj if obj is not None and obj[0].sha256 == meta.sha256 else None
+
     # serving ---------------------------------------------------------------------------------
 
     def serve(
@@ -461,6 +491,23 @@ class Compressor:
             return {f"rewrite:{kind}:ok": 1}
 
         return self._locked(key, rewrite)
+
+
+class _AfterCommit:
+    """Calls back once a fetch's commit is done, it failed, or it will not be stored."""
+
+    __slots__ = ("again", "f")
+
+    def __init__(self, f: Fetch, again: Callable[[], None]) -> None:
+        self.f = f
+        self.again = again
+
+    def kick(self) -> None:
+        f = self.f
+        if f.failed is not None or not f.stored or (f.meta is not None and f.meta.sha256):
+            self.again()
+        else:
+            f.subscribe(self)  # each progress report takes the subscribers: ask again
 
 
 def _source_tag(sha256: str) -> str:

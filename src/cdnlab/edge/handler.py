@@ -374,11 +374,13 @@ class Handler:
             if f.outcome == "stream":
                 assert f.meta is not None
                 self.codec.plan(key, f.meta)  # streamed identity: Vary as on later hits
+                if self.codec.defer(key, f, ae, lambda: ready(f)):
+                    return  # wants gzip/br: answered from the store once the commit is done
             if f.outcome == "stream" and arrived and f.stored:
                 assert f.meta is not None
                 resp.cache_status = "hit"
                 resp.tier = "upstream"
-                self.render(resp, f.meta, hdrs, self.hit_status, close_hdr, source=f)
+                self._fetched(conn, resp, key, f, hdrs, ae, self.hit_status, close_hdr)
             elif f.outcome == "stream":
                 assert f.meta is not None
                 stored = "; stored" if f.stored else ""
@@ -386,7 +388,7 @@ class Handler:
                 status = f"Cache-Status: {prefix}{self.name}; fwd={fwd}{stored}{collapsed}\r\n".encode()
                 resp.cache_status = "miss"
                 resp.tier = "upstream"
-                self.render(resp, f.meta, hdrs, status, close_hdr, source=f)
+                self._fetched(conn, resp, key, f, hdrs, ae, status, close_hdr)
             elif f.outcome == "stored":
                 obj = w.lookup(key)
                 if obj is None:  # purged, evicted or its disk failed in the blink between: go round
@@ -425,6 +427,17 @@ class Handler:
             conn.kick()
 
         fetch.when_ready(ready)
+
+    def _fetched(self, conn, resp, key, f, hdrs, ae, status, close_hdr) -> None:  # type: ignore[no-untyped-def]
+        """A fetched body: its negotiated variant once stored (see compress.defer), else as it streams."""
+        obj = self.codec.committed(key, f, ae)
+        if obj is not None:
+            plan = self.codec.plan(key, obj[0])
+            if plan is not None and self.codec.serve(
+                self, conn, resp, key, obj, plan, hdrs, ae, status, close_hdr
+            ):
+                return
+        self.render(resp, f.meta, hdrs, status, close_hdr, source=f)
 
     @staticmethod
     def _may_serve_stale(f: Fetch, meta: ObjectMeta) -> bool:
