@@ -203,6 +203,8 @@ def plan_for(key: str, meta: ObjectMeta) -> Plan:
     ce = meta.headers.get("content-encoding", "").strip().lower()
     if ce and ce != "identity":
         return _NOTHING  # encoded upstream: stored and served as it came, never compressed again
+    if "no-transform" in meta.headers.get("cache-control", "").lower():
+        return _NOTHING  # RFC 9110 §7.7: an intermediary must not transform this content
     size = meta.size
     codings: tuple[str, ...] = ()
     if cls.codings and compressible(meta.content_type, path) and (size < 0 or MIN_SIZE <= size <= MAX_SIZE):

@@ -127,7 +127,7 @@ class Handler:
             if meta.fresh_until <= time.time():
                 if self.fetch_cap and self._capped(key, hdrs) and not self._swr(meta):
                     return self.refuse_fetch(method, path, keep_alive)
-                self._stale(conn, resp, key, path, hdrs, close_hdr, url, obj)
+                self._stale(conn, resp, key, path, hdrs, close_hdr, url, obj, ae)
                 return resp
             resp.cache_status = "hit"
             resp.tier = meta.tier
@@ -172,7 +172,7 @@ class Handler:
         resp.close = not keep_alive
         return resp
 
-    def _stale(self, conn, resp, key, path, hdrs, close_hdr, url, obj) -> None:  # type: ignore[no-untyped-def]
+    def _stale(self, conn, resp, key, path, hdrs, close_hdr, url, obj, ae=None) -> None:  # type: ignore[no-untyped-def]
         """A stored object past its freshness: serve it while revalidating in the background where
         the origin allows (stale-while-revalidate), else revalidate first."""
         meta, handle, body = obj
@@ -185,7 +185,7 @@ class Handler:
             resp.cache_status = "stale"
             resp.tier = meta.tier
             return
-        self._miss(conn, resp, key, path, hdrs, close_hdr, url, stale=obj)
+        self._miss(conn, resp, key, path, hdrs, close_hdr, url, stale=obj, ae=ae)
 
     def error(self, status: int, message: str, method: str, path: str, extra: bytes = b"") -> Response:
         resp = Response(method, path, time.monotonic())

@@ -24,6 +24,9 @@ from .edgecheck import config_toml, ours
 
 ORIGIN = """
         location /cmp/pre/ { add_header Content-Encoding gzip; }
+        location /cmp/short/ { add_header Cache-Control "max-age=1"; }
+        location /cmp/keep/ { add_header Cache-Control "public, max-age=600, no-transform"; }
+        location /api/cmp/keep/ { add_header Cache-Control "public, max-age=600, no-transform"; }
         location /cmp/svg/ { types { image/svg+xml svg; } }
         location /cmp/xml/ { types { application/xml xml; } }
         location /cmp/hls/ { types { application/vnd.apple.mpegurl m3u8; } }
@@ -262,6 +265,34 @@ def test_already_encoded_upstream_not_compressed_again(cmp: tuple[Nginx, Edge]) 
     e.wait_stored(path)
     assert variant_keys(e, path) == []
     assert origin.fetches(path) == 1
+
+
+def test_revalidated_object_keeps_its_variant(cmp: tuple[Nginx, Edge]) -> None:
+    """A 304 refreshes the identity without changing its bytes: the stored variant still serves."""
+    origin, e = cmp
+    path = "/cmp/short/app.js"
+    origin.put(path, TEXT)
+    _, h, first = get(e, path, "gzip")
+    assert h["content-encoding"] == "gzip"
+    e.wait_stored(path)
+    time.sleep(1.5)
+    status, h, body = get(e, path, "gzip")
+    assert status == 200 and h["content-encoding"] == "gzip" and body == first
+    assert ours(h).get("fwd") == "stale" and ours(h).get("fwd-status") == "304", h["cache-status"]
+    assert origin.fetches(path) == 2
+    assert len(variant_keys(e, path)) == 1
+
+
+def test_no_transform_respected(cmp: tuple[Nginx, Edge]) -> None:
+    """RFC 9110 §7.7: Cache-Control: no-transform forbids compressing or rewriting the content."""
+    origin, e = cmp
+    pretty = json.dumps({"a": list(range(200))}, indent=4).encode()
+    for path, data in (("/cmp/keep/style.css", TEXT), ("/api/cmp/keep/doc.json", pretty)):
+        warm(origin, e, path, data)
+        for _ in range(2):
+            status, h, body = get(e, path, "gzip, br")
+            assert status == 200 and body == data and "content-encoding" not in h, path
+        assert variant_keys(e, path) == []
 
 
 def test_range_applies_to_the_gzip_variant(cmp: tuple[Nginx, Edge]) -> None:
