@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -98,3 +99,18 @@ def test_catalog_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         monkeypatch.delenv(CATALOG_ENV)
         default_catalog.cache_clear()
     assert default_catalog().by_name("image").image is None
+
+
+def test_cli_check_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cdnlab.cli import main
+
+    assert main(["policy", "check"]) == 0
+    assert capsys.readouterr().out.startswith("ok: 8 classes")
+    assert main(["policy", "show", "/api/v1/titles", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["class"] == "api" and shown["compress"] == ["br", "gzip"] and shown["minify_json"] is True
+    bad = tmp_path / "bad.toml"
+    bad.write_text(DEFAULT_PATH.read_text().replace('compress = ["br", "gzip"]', 'compress = ["lzma"]', 1))
+    assert main(["policy", "check", "--catalog", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "cdnlab policy: class[0].compress: unknown coding 'lzma' (known: br, gzip)"

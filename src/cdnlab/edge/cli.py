@@ -71,7 +71,12 @@ def _scrub(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from cdnlab.edge import config as cfg
+    from cdnlab.policy import CatalogError, default_catalog
 
+    try:  # the catalog every worker classifies with: a bad one stops the start, not a request
+        default_catalog()
+    except CatalogError as exc:
+        raise cfg.ConfigError(f"policy catalog: {exc}") from None
     quick = [args.listen, args.admin_listen, args.store]
     if args.config:
         if any(quick) or args.upstream:
