@@ -102,7 +102,15 @@ def test_catalog_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_cli_check_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from cdnlab.cli import main
+    import argparse
+
+    from cdnlab.policy.cli import register
+
+    def main(argv: list[str]) -> int:
+        parser = argparse.ArgumentParser(prog="cdnlab")
+        register(parser.add_subparsers().add_parser("policy"))
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
 
     assert main(["policy", "check"]) == 0
     assert capsys.readouterr().out.startswith("ok: 8 classes")
