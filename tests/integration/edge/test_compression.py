@@ -52,6 +52,7 @@ def cmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Nginx, Edge]
         tiers='[[tiers]]\npath = "{store}/ram0"\nkind = "ram"\ncapacity = "64M"\n'
         '[[tiers]]\npath = "{store}/flash0"\nkind = "flash"\ncapacity = "1G"\n',
         limits='ram_object_max = "64K"',
+        admin='purge_token = "cmp-token"',
     )
     old = os.environ.get("CDNLAB_CATALOG")
     os.environ["CDNLAB_CATALOG"] = str(base / "catalog.toml")
@@ -281,6 +282,28 @@ def test_revalidated_object_keeps_its_variant(cmp: tuple[Nginx, Edge]) -> None:
     assert ours(h).get("fwd") == "stale" and ours(h).get("fwd-status") == "304", h["cache-status"]
     assert origin.fetches(path) == 2
     assert len(variant_keys(e, path)) == 1
+
+
+def test_changed_content_after_purge_gets_a_new_variant(cmp: tuple[Nginx, Edge]) -> None:
+    origin, e = cmp
+    path = "/cmp/purged/app.css"
+    warm(origin, e, path, TEXT)
+    _, _, old = get(e, path, "gzip")
+    assert gzip.decompress(old) == TEXT
+    # Same size (nginx's open_file_cache keeps the old length for a minute); nginx may even keep
+    # the old ETag: the variant is tied to the identity's SHA-256, not to the ETag.
+    new = TEXT.replace(b"margin", b"MARGIN")
+    origin.put(path, new, mtime=1_800_000_000.0)
+    auth = {"Authorization": "Bearer cmp-token"}
+    assert e.post("/purge", json.dumps({"key": path}).encode(), auth)[0] == 200
+    for _ in range(2):
+        status, h, body = get(e, path, "gzip")
+        assert status == 200 and h["content-encoding"] == "gzip"
+        assert gzip.decompress(body) == new  # never the variant of the old bytes
+    assert len(variant_keys(e, path)) == 1
+    # A purge by prefix takes the variants along.
+    assert e.post("/purge", json.dumps({"prefix": "/cmp/purged/"}).encode(), auth)[0] == 200
+    assert variant_keys(e, path) == [] and path not in e.inventory_keys()
 
 
 def test_no_transform_respected(cmp: tuple[Nginx, Edge]) -> None:
