@@ -12,7 +12,7 @@ _PARTS: list[tuple[str, str, str]] = [
     ("edge", "cdnlab.edge.cli", "the delivery daemon (edge or shield appliance)"),
     ("control", "cdnlab.control.cli", "the control plane: steering, health, fill, invalidation"),
     ("purge", "cdnlab.control.purge_cli", "invalidate content on every appliance and CloudFront"),
-    ("fill", "cdnlab.control.fill_cli", "overnight fill: popularity prediction"),
+    ("fill", "cdnlab.fill_cli", "overnight fill: popularity prediction, plans, running a plan"),
     ("cost", "cdnlab.control.cost_cli", "CloudFront's tiered pricing against appliance cost"),
     ("play", "cdnlab.client.cli", "play a title as the reference player and print QoE"),
     ("sim", "cdnlab.sim.cli", "replay a request trace through eviction policies and Belady"),

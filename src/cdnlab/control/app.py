@@ -149,6 +149,11 @@ def create_app(state: ControlState, background: bool = True) -> FastAPI:
     admin = [Depends(require_admin)]
     app.state.invalidations = invalidations
     app.include_router(invalidation_router(invalidations, admin))
+    from cdnlab.control.fill_api import FillService
+    from cdnlab.control.fill_api import router as fill_router
+
+    app.state.fill = FillService(state)
+    app.include_router(fill_router(app.state.fill, admin))
 
     def _get_or_404(appliance_id: str) -> ApplianceStatus:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 
@@ -117,7 +118,50 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(parser: argparse.ArgumentParser) -> None:
+def _publish(args: argparse.Namespace) -> int:
+    """Walk DIR's content/ tree, hash every file, PUT the set (and popularity) to the control plane."""
+    import hashlib
+    from pathlib import Path
+
+    import httpx
+
+    root = Path(args.root)
+    base = root / "content" if (root / "content").is_dir() else root
+    if not base.is_dir():
+        print(f"cdnlab fill publish: {root} is not a directory")
+        return 2
+    objects = []
+    for f in sorted(base.rglob("*")):
+        if not f.is_file() or f.name.startswith(".") or f.suffix in (".log",) or f.name == "track.mpd":
+            continue
+        key = "/content/" + f.relative_to(base).as_posix()
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+        objects.append({"key": key, "size": f.stat().st_size, "sha256": h.hexdigest()})
+    body: dict = {"objects": objects, "hot": args.hot}
+    if args.popularity:
+        body["popularity"] = json.loads(Path(args.popularity).read_text())
+    if args.window:
+        body["window"] = args.window
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    try:
+        resp = httpx.put(
+            f"{args.control.rstrip('/')}/v1/fill/content", json=body, headers=headers, timeout=60
+        )
+    except httpx.HTTPError as exc:
+        print(f"cdnlab fill publish: control plane unreachable: {exc}")
+        return 1
+    if resp.status_code != 200:
+        print(f"cdnlab fill publish: {resp.status_code} {resp.text[:500]}")
+        return 1
+    print(json.dumps(resp.json()) if args.json else f"published {len(objects)} objects: {resp.json()}")
+    return 0
+
+
+def register(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    """Adds predict, plan and publish; returns the subparsers (``cdnlab fill run`` joins them)."""
     sub = parser.add_subparsers(dest="fill_cmd", metavar="SUBCOMMAND")
     p = sub.add_parser(
         "predict",
@@ -156,4 +200,22 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--hot", type=int, default=5, help="most popular titles on every appliance of the site")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_plan)
+
+    p = sub.add_parser(
+        "publish",
+        help="send a content tree (keys, sizes, SHA-256) to the control plane for fill planning",
+        formatter_class=_Fmt,
+        description="Hashes every file under DIR/content (or DIR) as /content/… keys and PUTs the set "
+        "to /v1/fill/content; each appliance's plan (GET /v1/fill/plan) is computed from it.",
+        epilog="example:\n  cdnlab fill publish /srv/origin --control http://127.0.0.1:8900 --hot 2",
+    )
+    p.add_argument("root", metavar="DIR")
+    p.add_argument("--control", default=os.environ.get("CDNLAB_CONTROL", "http://127.0.0.1:8900"))
+    p.add_argument("--token", default=os.environ.get("CDNLAB_ADMIN_TOKEN"))
+    p.add_argument("--popularity", metavar="FILE", help="JSON {title: predicted views}")
+    p.add_argument("--hot", type=int, default=0, help="titles planned on every appliance of a site")
+    p.add_argument("--window", help="suggested fill window HH:MM-HH:MM (local time)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_publish)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    return sub
