@@ -359,6 +359,13 @@ class Compressor:
                         resp.tier = cur[0].tier
                         h.render(resp, cur[0], hdrs, status, close_hdr, handle=cur[1], body=cur[2])
                     conn.kick()
+                except Exception:  # never leave the client waiting
+                    log.exception("serving %s after a compression job failed", key)
+                    if not resp.complete:
+                        err = h.error(500, "internal error", resp.method, resp.path)
+                        resp.parts.extend(err.parts)
+                        resp.status, resp.cache_status, resp.complete = 500, "error", True
+                    conn.kick()
                 finally:
                     if held is not None:
                         held.release()
@@ -412,6 +419,11 @@ class Compressor:
             return None
         return entry, data
 
+    def _give_up(self, name: str, sha256: str) -> None:
+        if len(self._futile) >= 65536:
+            self._futile.clear()
+        self._futile.add((name, sha256))
+
     def _locked(self, name: str, fn: Callable[[], Done]) -> Done:
         """Run ``fn`` holding the cross-worker lock for ``name``; "busy" if another worker does."""
         locks = self.w.locks
@@ -435,7 +447,7 @@ class Compressor:
             entry, data = got
             out = encode(data, coding)
             if len(out) >= len(data):
-                self._futile.add((vkey, meta.sha256))
+                self._give_up(vkey, meta.sha256)
                 return {"no-gain": 1}
             writer = self.w.store.begin(vkey, len(out), entry.content_type)
             try:
@@ -474,15 +486,18 @@ class Compressor:
                     res = imageopt.optimise(data, plan.image)
                 except imageopt.ImageError as exc:
                     log.warning("%s: image left as stored: %s", key, exc)
-                    self._futile.add((key, meta.sha256))
+                    self._give_up(key, meta.sha256)
                     return {"rewrite:image:corrupt": 1}
                 out, ctype = res if res is not None else (None, ctype)
             if out is None:
-                self._futile.add((key, meta.sha256))
+                self._give_up(key, meta.sha256)
                 return {f"rewrite:{kind}:unchanged": 1}
             writer = self.w.store.begin(key, len(out), ctype)
             try:
                 writer.write(out)
+                now = self.w.store.lookup(key)
+                if now is None or now.sha256 != meta.sha256:
+                    return {"source-gone": 1}  # refetched or purged meanwhile: theirs wins
                 writer.commit(
                     etag=suffixed_etag(entry.etag or meta.etag, suffix),
                     last_modified=entry.last_modified,
