@@ -16,6 +16,7 @@ _PARTS: list[tuple[str, str, str]] = [
     ("cost", "cdnlab.control.cost_cli", "CloudFront's tiered pricing against appliance cost"),
     ("play", "cdnlab.client.cli", "play a title as the reference player and print QoE"),
     ("sim", "cdnlab.sim.cli", "replay a request trace through eviction policies and Belady"),
+    ("policy", "cdnlab.policy.cli", "check the policy catalog, show what it decides for a path"),
     ("lab", "cdnlab.lab.cli", "stand the whole CDN up on this machine and prove it"),
 ]
 
