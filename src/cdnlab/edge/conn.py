@@ -27,6 +27,13 @@ _SENDFILE_CHUNK = 1 << 21
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 _MAX_PIPELINE = 32  # queued responses before we stop reading (back-pressure on pipelining)
 _FATAL = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+# Request heads, as exact bytes read in one piece, that httptools parsed as a plain keep-alive
+# HTTP/1.1 GET answered by the fast path, mapped to their request-target. The same bytes always
+# parse the same way, so when a client sends them again the parser is skipped (most clients repeat
+# their headers byte for byte). Per worker process; bounded, cleared when full.
+_PLAIN: dict[bytes, bytes] = {}
+_PLAIN_MAX = 4096
+_PLAIN_LEN = 1024
 
 
 class _Reject(Exception):
@@ -40,9 +47,11 @@ class _Reject(Exception):
 class Conn:
     __slots__ = (
         "_body",
+        "_chunk",
         "_hbytes",
         "_headers",
         "_in_request",
+        "_mid",
         "_reading",
         "_special",
         "_url",
@@ -78,6 +87,8 @@ class Conn:
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._hbytes = 0
+        self._chunk = b""  # what is being parsed, when it began a new request
+        self._mid = False  # the parser holds part of a request (from its first byte to its end)
         self.last_active = worker.now
         self.request_began = 0.0
         self.write_stalled_since = 0.0
@@ -119,6 +130,14 @@ class Conn:
             if not self.queue:
                 self.abort()
             return
+        if not self._mid:
+            url = _PLAIN.get(data)
+            if url is not None and self.limit is None and not self.queue and not self.worker.draining:
+                fast = self.worker.fast_hit(url)
+                if fast is not None:
+                    self._send_fast(fast)
+                    return
+            self._chunk = data
         if not self._in_request:  # the header timeout runs from a request's first byte
             self._in_request = True
             self.request_began = now
@@ -141,10 +160,30 @@ class Conn:
                 self._fail(cause.status, cause.reason)
             else:
                 self._fail(400, f"malformed request: {exc}")
+        self._chunk = b""
         if self.queue:  # the fast path may have answered everything already
             if len(self.queue) >= _MAX_PIPELINE:
                 self._pause_reading()
             self.flush()
+
+    def _send_fast(self, data: bytes) -> None:
+        """Send a fast-path answer (whole, counted already); what the socket cannot take now waits
+        in the queue like any other response."""
+        try:
+            n = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            self.abort()
+            return
+        if n < len(data):
+            resp = Response("GET", "", time.monotonic())
+            resp.parts.append(memoryview(data)[n:])
+            resp.status = 200
+            resp.complete = True
+            resp.cache_status = "fast"  # already counted by fast_hit
+            self.queue.append(resp)
+            self._want_write()
 
     def _fail(self, status: int, reason: str) -> None:
         """Answer a request we could not parse, then close: the stream can no longer be trusted."""
@@ -160,6 +199,9 @@ class Conn:
         self.worker.stats.rejected(status)
 
     # httptools callbacks ----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._mid = True
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -183,6 +225,7 @@ class Conn:
         self.request_began = self.worker.now
 
     def on_message_complete(self) -> None:
+        self._mid = False
         self._in_request = False
         self._body = False
         if self.limit is not None:
@@ -196,23 +239,17 @@ class Conn:
             # Fast path: a plain GET for a small object the worker holds verified in RAM.
             data = worker.fast_hit(self._url) if parser.get_http_version() == "1.1" else None
             if data is not None and parser.should_keep_alive():
+                chunk = self._chunk
+                # Exactly this one request head in one read: remember it (see _PLAIN).
+                if 0 < len(chunk) <= _PLAIN_LEN and chunk.find(b"\r\n\r\n") == len(chunk) - 4:
+                    if len(_PLAIN) >= _PLAIN_MAX:
+                        _PLAIN.clear()
+                    _PLAIN[chunk] = self._url
+                self._chunk = b""
                 self._url = b""
                 self._headers = []
                 self._hbytes = 0
-                try:
-                    n = self.sock.send(data)
-                except (BlockingIOError, InterruptedError):
-                    n = 0
-                except OSError:
-                    self.abort()
-                    return
-                if n < len(data):  # the rest waits for the socket like any other response
-                    resp = Response("GET", "", time.monotonic())
-                    resp.parts.append(memoryview(data)[n:])
-                    resp.status = 200
-                    resp.complete = True
-                    resp.cache_status = "fast"  # already counted by fast_hit
-                    self.queue.append(resp)
+                self._send_fast(data)
                 return
         self._special = False
         keep_alive = parser.should_keep_alive() and not worker.draining

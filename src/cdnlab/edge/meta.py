@@ -42,6 +42,8 @@ class ObjectMeta:
     _head_200: bytes = b""
     _age_at: int = -1
     _age: bytes = b""
+    _fast_key: tuple[bytes, bytes] | None = None
+    _fast_head: bytes = b""
 
     @property
     def static_headers(self) -> bytes:
@@ -80,6 +82,17 @@ class ObjectMeta:
                 b"\r\n" if body is None else b"\r\n" + body,
             )
         )
+
+    def fast_head(self, date: bytes, cache_status: bytes) -> bytes:
+        """The head of a whole-object 200 with no Connection header (the fast path), kept until
+        the Date value changes (``date`` is DateCache's object, new once a second; Age moves with
+        it)."""
+        key = self._fast_key
+        if key is None or key[0] is not date or key[1] is not cache_status:
+            parts = (_HEAD_200, date, self.head_200, self.age_line(), cache_status, b"\r\n")
+            self._fast_head = b"".join(parts)
+            self._fast_key = (date, cache_status)
+        return self._fast_head
 
     def age_line(self) -> bytes:
         """RFC 9111 §5.1 Age for stored objects (recomputed once a second); none for pass-through."""

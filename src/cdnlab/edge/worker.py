@@ -181,7 +181,7 @@ class Worker:
         if meta.fresh_until <= time.time() or "vary" in meta.headers:
             return None  # stale: the general path revalidates; Vary: it negotiates (compress.py)
         self._hits[target[1]] += 1
-        data = meta.whole_200(self.date.get(), self.handler.hit_status, b"", body)
+        data = meta.fast_head(self.date.get(), self.handler.hit_status) + body
         self.stats.fast_hit(len(data))
         return data
 
