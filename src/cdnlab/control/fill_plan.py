@@ -93,9 +93,14 @@ def plan(
     popularity: Mapping[str, float],
     held: Mapping[Unit, TierKind],
     hot: int = 0,
+    session_bytes: Mapping[str, int] | None = None,
 ) -> FillPlan:
     """The fill plan of one appliance. ``popularity`` is predicted views per title in the
-    appliance's region; ``held`` what it holds now (from its inventory), by tier."""
+    appliance's region; ``held`` what it holds now (from its inventory), by tier.
+
+    By default a unit is worth its predicted views per byte (hits per byte of cache). With
+    ``session_bytes`` (profile → bytes a view of it transfers) it is worth the bytes it would
+    serve per byte (byte hit ratio: offload), so a high bitrate is not penalised for its size."""
     if appliance.id not in {a.id for a in site_appliances}:
         raise ValueError(f"{appliance.id} is not among its site's appliances")
     peers = [a for a in site_appliances if a.site == appliance.site]
@@ -108,6 +113,8 @@ def plan(
         if cu.unit.title not in hot_titles and owner(cu.unit.title, peers) != appliance.id:
             continue
         value = popularity[cu.unit.title] * PROFILE_SHARE.get(cu.unit.profile, 0.1)
+        if session_bytes is not None:
+            value *= min(cu.size, session_bytes.get(cu.unit.profile, cu.size))
         mine.append((value / cu.size, cu))
     mine.sort(key=lambda vc: (-vc[0], vc[1].unit))
 

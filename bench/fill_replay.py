@@ -1,0 +1,348 @@
+"""Fill benchmark: nightly planned fill against reactive caching, and fill throughput against
+its cap.
+
+**Replay** (``--replay``, the default). The control plane's seeded catalog and viewing history
+(``content_catalog``, ``viewing_history``: release spikes, weekly rhythm, languages, holidays)
+over WARMUP + DAYS days; the last DAYS are replayed in each region, one appliance per region of
+CAPACITY (a share of the bytes licensed there). Every view asks for one unit (a title in one
+profile, chosen by the planner's profile shares) and is served a random 10-100 % of it. Three
+appliances see the same requests, at equal capacity, with the same eviction policy
+(``cdnlab.eviction``, the daemon's code):
+
+- *reactive*: misses are admitted by the policy (warmed up on the week before);
+- *planned*: each night the forest (trained once on the warm-up days) predicts tomorrow from
+  the days so far, ``fill_plan.plan`` places units by it, and the cache holds exactly that
+  during the day (misses go upstream, nothing is admitted);
+- *planned + reactive*: the night's placement, then misses admitted by the policy as well.
+
+Reported: the share of bytes served by the appliance, overall and on region-days when a
+licensed title is released, and the planned appliances' fill traffic (bytes fetched at night)
+per byte served.
+
+**Throughput** (``--throughput``). Real processes on loopback: nginx (Debian) as the origin,
+``cdnlab control serve``, a fresh ``cdnlab edge serve`` per cap, and ``cdnlab fill run --now
+--rate CAP --parallel N`` filling a published tree of random objects; bytes / elapsed against
+the cap.
+
+Examples:
+    .venv/bin/python bench/fill_replay.py --replay --titles 300 --regions us,de --capacity 0.1,0.2,0.3
+    .venv/bin/python bench/fill_replay.py --throughput --mb 96 --caps 10M,25M,50M,0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from cdnlab.control.content_catalog import LADDER, default_regions, generate_catalog
+from cdnlab.control.fill_plan import PROFILE_SHARE, ApplianceSpec, CatalogUnit, Unit, plan
+from cdnlab.control.popularity import HISTORY_DAYS, _released, decayed, features, train
+from cdnlab.control.viewing_history import generate_history
+from cdnlab.eviction import DEFAULT_POLICY, get_policy
+
+PROFILES = [p for p, _ in LADDER]
+SHARES = np.array([PROFILE_SHARE[p] for p in PROFILES]) / sum(PROFILE_SHARE[p] for p in PROFILES)
+
+
+@dataclass
+class Tally:
+    total: float = 0.0
+    hits: dict[str, float] = field(default_factory=lambda: {"reactive": 0.0, "planned": 0.0, "both": 0.0})
+
+    def add(self, other: Tally) -> None:
+        self.total += other.total
+        for k, v in other.hits.items():
+            self.hits[k] += v
+
+    def share(self, k: str) -> float:
+        return self.hits[k] / self.total if self.total else float("nan")
+
+
+def expected_views(h, d: int, prob: np.ndarray, ri: int, top: int) -> np.ndarray:
+    """Tomorrow's views per title, as the planner should weigh them: the recent daily rate
+    (decayed counts, half-life 2 days, per day of weight), or — when the forest says a title
+    will be in the top N (a release it has no history for) — that probability times the N-th
+    title's views today, whichever is larger."""
+    w = np.power(0.5, np.arange(d)[::-1] / 2.0).sum()
+    rate = decayed(h.views, d - 1, 2.0)[ri] / w
+    nth = np.sort(h.views[d - 1, ri])[::-1][min(top, h.views.shape[2]) - 1]
+    return np.maximum(rate, prob * nth)
+
+
+def replay(args: argparse.Namespace, capacity_share: float) -> dict:
+    days_total = args.warmup + args.days
+    wanted = args.regions.split(",")
+    regions_all = default_regions(days_total)
+    regions = [r for r in regions_all if r.name in wanted]
+    if len(regions) != len(wanted):
+        raise SystemExit(f"--regions: choose from {', '.join(r.name for r in regions_all)}")
+    catalog = generate_catalog(args.seed, args.titles, regions, days_total)
+    h = generate_history(catalog, regions, days_total, args.seed, views_per_region=args.views)
+    forest = train(h, args.top, range(HISTORY_DAYS + 1, args.warmup), args.trees, args.seed)
+    nt, nl = len(catalog), len(LADDER)
+    size = np.array([[t.size_bytes(bps) for _, bps in LADDER] for t in catalog], dtype=np.int64)
+    bps = np.array([b for _, b in LADDER], dtype=float)
+    runtime = np.array([t.runtime_min for t in catalog], dtype=float)
+    session = {p: int(b / 8 * 60 * 55) for p, b in LADDER}  # a mean session: 55 minutes
+    rng = np.random.default_rng(args.seed + 1)
+    overall, release = Tally(), Tally()
+    fill_bytes = {"planned": 0, "both": 0}
+    per_region = {}
+    for ri, region in enumerate(regions):
+        licensed = [j for j, t in enumerate(catalog) if region.name in t.regions]
+        cap = int(capacity_share * size[licensed].sum())
+        units = [
+            CatalogUnit(Unit(catalog[j].id, PROFILES[p]), int(size[j, p]), frozenset({region.name}))
+            for j in licensed
+            for p in range(nl)
+        ]
+        key_of = {Unit(catalog[j].id, PROFILES[p]): j * nl + p for j in licensed for p in range(nl)}
+        spec = ApplianceSpec(f"{region.name}-1", region.name, region.name, cap, 0)
+        reactive = get_policy(args.policy, cap)
+        both = get_policy(args.policy, cap)
+        now = 0.0
+
+        def day_requests(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            counts = h.views[d, ri]  # noqa: B023 - the region of this loop turn
+            titles = np.repeat(np.arange(nt), counts)
+            prof = rng.choice(nl, size=titles.size, p=SHARES)
+            order = rng.permutation(titles.size)
+            titles, prof = titles[order], prof[order]
+            full = size[titles, prof]
+            # A session watches 10 minutes to a movie or two episodes, never more than the title.
+            minutes = rng.uniform(10, 100, size=titles.size)
+            served = np.minimum(full, bps[prof] / 8 * 60 * np.minimum(minutes, runtime[titles]))
+            return titles * nl + prof, full, served
+
+        for d in range(args.warmup - 7, args.warmup):  # warm the reactive cache up
+            for k, s, _ in zip(*day_requests(d), strict=True):
+                now += 1.0
+                reactive.request(int(k), int(s), now)
+                both.request(int(k), int(s), now)
+        held_planned: dict[Unit, str] = {}
+        held_both = {u: "flash" for u, k in key_of.items() if both.contains(k)}
+        region_tally = Tally()
+        for d in range(args.warmup, days_total):
+            prob = forest.predict_proba(features(h, d - 1))[:, 1].reshape(len(regions), nt)[ri]
+            popularity = expected_views(h, d, prob, ri, args.top)
+            popularity = {catalog[j].id: float(popularity[j]) for j in licensed}
+            p_plan = plan(spec, [spec], units, popularity, held_planned, session_bytes=session)
+            p_both = plan(spec, [spec], units, popularity, held_both, session_bytes=session)
+            fill_bytes["planned"] += sum(
+                size_of.size for size_of in units if size_of.unit in dict(p_plan.fetch)
+            )
+            fill_bytes["both"] += sum(cu.size for cu in units if cu.unit in dict(p_both.fetch))
+            held_planned = dict(p_plan.placement)
+            planned_keys = {key_of[u] for u in p_plan.placement}
+            # The night's plan applied to the reactive cache: removals, then fetches (lowest
+            # priority first, so the policy sees the most valuable as the most recent).
+            for u, _ in p_both.remove:
+                if both.contains(key_of[u]):
+                    both.on_remove(key_of[u])
+            for u, _ in reversed(p_both.fetch):
+                k = key_of[u]
+                s = int(size[k // nl, k % nl])
+                both.evict(s, now)
+                both.on_insert(k, s, now)
+            day = Tally()
+            for k, s, b in zip(*day_requests(d), strict=True):
+                now += 1.0
+                k, s = int(k), int(s)
+                day.total += b
+                if reactive.request(k, s, now):
+                    day.hits["reactive"] += b
+                if k in planned_keys:
+                    day.hits["planned"] += b
+                if both.request(k, s, now):
+                    day.hits["both"] += b
+            held_both = {u: "flash" for u, k in key_of.items() if both.contains(k)}
+            region_tally.add(day)
+            if _released(h, d)[ri]:
+                release.add(day)
+        overall.add(region_tally)
+        per_region[region.name] = {k: region_tally.share(k) for k in region_tally.hits}
+    return {
+        "capacity_share": capacity_share,
+        "overall": {k: overall.share(k) for k in overall.hits},
+        "release_days": {k: release.share(k) for k in release.hits},
+        "release_bytes_share": release.total / overall.total,
+        "per_region": per_region,
+        "fill_per_served": {k: v / overall.total for k, v in fill_bytes.items()},
+    }
+
+
+def _print_replay(args: argparse.Namespace, rows: list[dict]) -> None:
+    print(
+        f"\nFill replay: {args.titles} titles, regions {args.regions}, {args.days} days replayed after "
+        f"{args.warmup} warm-up days (seed {args.seed}), {args.views:,.0f} views/day per unit region weight, "
+        f"policy {args.policy}\n"
+    )
+    print("| capacity (share of licensed bytes) | reactive | planned | planned + reactive | "
+          "release days: reactive | planned | planned + reactive | gain on release days | "
+          "fill bytes / served (planned+reactive) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        o, rel = r["overall"], r["release_days"]
+        gain = 100 * (max(rel["planned"], rel["both"]) - rel["reactive"])
+        print(
+            f"| {100 * r['capacity_share']:.0f} % | {100 * o['reactive']:.1f} % | "
+            f"{100 * o['planned']:.1f} % | "
+            f"{100 * o['both']:.1f} % | {100 * rel['reactive']:.1f} % | {100 * rel['planned']:.1f} % | "
+            f"{100 * rel['both']:.1f} % | {gain:+.1f} points | {r['fill_per_served']['both']:.3f} |"
+        )
+    best = max(max(r["overall"]["planned"], r["overall"]["both"]) for r in rows)
+    gains = [
+        100 * (max(r["release_days"]["planned"], r["release_days"]["both"]) - r["release_days"]["reactive"])
+        for r in rows
+    ]
+    print(
+        f"\ntargets: >= 95 % of bytes from appliances: {'met' if best >= 0.95 else 'NOT met'} "
+        f"(best planned {100 * best:.1f} %); >= 10 points over reactive on release days: "
+        f"{'met' if max(gains) >= 10 else 'NOT met'} (best {max(gains):+.1f} points)"
+    )
+
+
+# -- throughput -------------------------------------------------------------------------------
+
+
+def throughput(args: argparse.Namespace) -> list[dict]:
+    import hashlib
+
+    from cdnlab.lab import procs
+
+    cdnlab = [sys.executable, "-m", "cdnlab.cli"]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fill-bench-") as tmp:
+        base = Path(tmp)
+        www = base / "www"
+        n = max(1, args.mb // 2)
+        for i in range(n):
+            f = www / "content" / f"t{i // 8:04d}" / "bin" / f"obj-{i:03d}.bin"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(hashlib.shake_256(f"obj-{i}".encode()).digest(2 * 1024 * 1024))
+        total = n * 2 * 1024 * 1024
+        with (
+            procs.nginx(base / "nginx", www) as origin,
+            procs.control(
+                base / "control",
+                'listen = "127.0.0.1:{port}"\ndatabase = "sqlite:///{base}/control.db"\n'
+                '[signing]\nkid = "k1"\nkey = "bench-key"\n',
+            ) as control,
+        ):
+            for i, cap in enumerate(args.caps.split(",")):
+                from cdnlab.sizes import parse_size
+
+                rate = parse_size(cap)
+                cfg = procs.edge_config([origin.url], ident=f"fill-{i}", capacity="2G", access_log=False)
+                with procs.edge(base / f"edge-{i}", cfg) as e:
+                    body = {
+                        "id": f"fill-{i}",
+                        "site": f"s{i}",
+                        "url": e.url,
+                        "admin_url": e.admin,
+                        "tiers": [{"kind": "flash", "capacity_bytes": 2 * 2**30}],
+                    }
+                    req = urllib.request.Request(
+                        f"{control.url}/v1/appliances",
+                        json.dumps(body).encode(),
+                        {"Content-Type": "application/json"},
+                    )
+                    urllib.request.urlopen(req, timeout=10).read()
+                    if i == 0:
+                        subprocess.run(
+                            [*cdnlab, "fill", "publish", str(www), "--control", control.url],
+                            check=True,
+                            capture_output=True,
+                        )
+                    t0 = time.monotonic()
+                    out = subprocess.run(
+                        [*cdnlab, "fill", "run", "--config", str(base / f"edge-{i}" / "edge.toml"),
+                         "--control", control.url, "--now", "--rate", cap, "--parallel", str(args.parallel),
+                         "--json"],
+                        capture_output=True, text=True, timeout=600,
+                    )  # fmt: skip
+                    elapsed = time.monotonic() - t0
+                    rep = json.loads(out.stdout)
+                    assert rep["state"] == "done", out.stdout[-2000:] + out.stderr[-2000:]
+                    assert rep["bytes_fetched"] == total
+                    rows.append(
+                        {
+                            "cap_bytes_per_s": rate,
+                            "bytes": total,
+                            "seconds": elapsed,
+                            "fill_seconds": rep["updated_at"] - rep["started_at"],
+                            "measured": total / elapsed,
+                            "ratio_to_cap": total / elapsed / rate if rate else None,
+                        }
+                    )
+    return rows
+
+
+def _print_throughput(args: argparse.Namespace, rows: list[dict]) -> None:
+    mib = rows[0]["bytes"] / 2**20
+    print(
+        f"\nFill throughput: {mib:.0f} MiB of 2 MiB objects, --parallel {args.parallel}, "
+        "nginx origin -> cdnlab fill run -> the store of a running edge daemon (loopback)\n"
+    )
+    print("| cap | measured (whole command) | measured / cap |")
+    print("|---|---|---|")
+    for r in rows:
+        cap = f"{r['cap_bytes_per_s'] / 1e6:.0f} MB/s" if r["cap_bytes_per_s"] else "none"
+        ratio = f"{r['ratio_to_cap']:.2f}" if r["ratio_to_cap"] else "—"
+        print(f"| {cap} | {r['measured'] / 1e6:.1f} MB/s ({r['seconds']:.1f} s) | {ratio} |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--replay", action="store_true")
+    ap.add_argument("--throughput", action="store_true")
+    ap.add_argument("--titles", type=int, default=300)
+    ap.add_argument("--regions", default="us,de")
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=35)
+    ap.add_argument("--views", type=float, default=20_000, help="views per day in a region of weight 1")
+    ap.add_argument("--capacity", default="0.1,0.2,0.3", help="shares of the licensed catalog's bytes")
+    ap.add_argument("--policy", default=DEFAULT_POLICY)
+    ap.add_argument("--top", type=int, default=50)
+    ap.add_argument("--trees", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--mb", type=int, default=96, help="throughput: MiB to fill")
+    ap.add_argument("--caps", default="10M,25M,50M,0", help="throughput: rate caps (0 = none)")
+    ap.add_argument("--parallel", type=int, default=4)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if not args.replay and not args.throughput:
+        args.replay = True
+    print(
+        f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}, "
+        f"Python {platform.python_version()}"
+    )
+    out: dict = {}
+    if args.replay:
+        t0 = time.perf_counter()
+        out["replay"] = [replay(args, float(c)) for c in args.capacity.split(",")]
+        _print_replay(args, out["replay"])
+        print(f"({time.perf_counter() - t0:.0f} s)")
+    if args.throughput:
+        out["throughput"] = throughput(args)
+        _print_throughput(args, out["throughput"])
+    if args.json:
+        print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
