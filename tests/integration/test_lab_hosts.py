@@ -101,7 +101,7 @@ def test_one_site_lab_up_again_status_down(tmp_path: Path) -> None:
         assert "<svg" in (out / "report.html").read_text()
 
         # Again: the running hosts and emulator are reused, nothing is rebuilt, every check passes.
-        again = _cdnlab("up", "--no-testinfra", "--out", str(out / "again"), *common)
+        again = _cdnlab("up", "--no-testinfra", "--titles", "2", "--out", str(out / "again"), *common)
         report2 = json.loads((out / "again" / "report.json").read_text())
         assert again.returncode == 0, [c for c in report2["checks"] if c["status"] == "FAIL"]
         assert any("reused" in c["name"] for c in report2["checks"])

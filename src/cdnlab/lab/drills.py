@@ -31,6 +31,8 @@ def run_all(lab: HostLab) -> None:
         disk(lab)
     with lab.gate.step("drill: origin unreachable"):
         origin_down(lab)
+    with lab.gate.step("drill: title purged"):
+        purge(lab)
     # Last: an edge that gets a 502 from the shield for the corrupt object marks the shield down
     # until its next probe, which would make the outage drill above test the wrong thing.
     with lab.gate.step("drill: corrupt segment at the origin"):
@@ -242,3 +244,63 @@ def origin_down(lab: HostLab) -> None:
         new = services.spawn("origin-forwarder", fwd["args"], lab.workdir / "forwarder.log")
         lab.state["procs"] = [p for p in lab.state["procs"] if p["name"] != "origin-forwarder"] + [new]
         lab.save()
+
+
+def _inventory_keys(lab: HostLab, name: str) -> list[str]:
+    from cdnlab.lab.hostlab import http
+
+    status, _, body = http(lab.admin_url(name) + "/inventory", timeout=30)
+    return [o["key"] for o in json.loads(body).get("objects", [])] if status == 200 else ["?"]
+
+
+def purge(lab: HostLab) -> None:
+    """``cdnlab purge send`` through the control plane: the title is gone from every appliance."""
+    from cdnlab.lab.clients import CDNLAB
+
+    g = lab.gate
+    assert lab.content is not None
+    title = lab.content.titles[-1]
+    prefix = f"/content/{title}/"
+    edges = [n for n, _ in lab.topo.appliances()]
+    held = {n: sum(k.startswith(prefix) for k in _inventory_keys(lab, n)) for n in edges}
+    g.check(f"before the purge the appliances hold {title}", any(held.values()), str(held))
+    proc = subprocess.run(
+        [
+            CDNLAB,
+            "purge",
+            "send",
+            "--control",
+            lab.control_url(),
+            "--prefix",
+            prefix,
+            "--wait",
+            "--json",
+            "--wait-timeout",
+            "120",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env=clients._env(),
+    )
+    try:
+        inv = json.loads(proc.stdout)
+    except ValueError:
+        inv = {}
+    g.check(
+        f"cdnlab purge send --prefix {prefix} completes through the control plane",
+        proc.returncode == 0 and inv.get("state") in ("done", "completed"),
+        f"state {inv.get('state')}, id {inv.get('id')}"
+        + (f": {proc.stderr.strip()[-300:]}" if proc.returncode else ""),
+    )
+    left = {n: sum(k.startswith(prefix) for k in _inventory_keys(lab, n)) for n in edges}
+    g.check(f"{title} is gone from every appliance", not any(left.values()), str(left))
+    cf = inv.get("cloudfront")
+    if cf:
+        g.check("the CloudFront invalidation is recorded", cf.get("state") == "done", str(cf))
+    else:
+        g.skip(
+            "the CloudFront invalidation is recorded in the emulator",
+            "the control host's venv has no boto3 (the optional infra extra) and no emulator endpoint",
+        )

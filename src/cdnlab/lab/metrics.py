@@ -52,8 +52,15 @@ def collect(lab: HostLab) -> None:
             out.setdefault(host, {})[r["metric"].get(label, "") if label else ""] = float(r["value"][1])
         return out
 
-    requests = per_host("sum by (instance, cache_status) (cdnlab_requests_total)", "cache_status")
-    tiers = per_host("sum by (instance, tier) (cdnlab_response_bytes_total)", "tier")
+    # max_over_time: a daemon restarted by a drill starts its counters again (and a labelled series
+    # appears only with its first request), so take each series' peak over the lab's run.
+    window = f"{int(g.elapsed()) + 60}s"
+    requests = per_host(
+        f"sum by (instance, cache_status) (max_over_time(cdnlab_requests_total[{window}]))", "cache_status"
+    )
+    tiers = per_host(
+        f"sum by (instance, tier) (max_over_time(cdnlab_response_bytes_total[{window}]))", "tier"
+    )
     hit_ratio = {
         h: sum(v for k, v in c.items() if k.endswith("hit")) / max(sum(c.values()), 1)
         for h, c in requests.items()

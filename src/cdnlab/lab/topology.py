@@ -93,6 +93,11 @@ def inventory_vars(
             "cdnlab_control_health": {"interval": "1s", "timeout": "1s"},
             "cdnlab_control_default_site": topo.site_names[0],
             "cdnlab_control_catalog_src": str(catalog),
+            "cdnlab_control_invalidation": {
+                "purge_token": PURGE_TOKEN,
+                "batch_delay": "1s",
+                "retry_base": "0.5s",
+            },
             "cdnlab_control_coverage_zones": {
                 site: {
                     "network": [topo.client_prefix(i)],
