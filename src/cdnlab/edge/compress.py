@@ -280,7 +280,9 @@ class Compressor:
         headers["content-encoding"] = coding
         served = ObjectMeta(
             size=raw.size,
-            etag=raw.etag,
+            # Always the current identity's ETag + coding (the identity may have been refetched
+            # with the same bytes and a new ETag since the variant was made).
+            etag=suffixed_etag(meta.etag, coding),
             last_modified=meta.last_modified,
             content_type=meta.content_type,
             stored_at=meta.stored_at,
@@ -376,7 +378,14 @@ class Compressor:
             return False
         meta, handle, body = got
         resp.tier = meta.tier
-        h.render(resp, meta, hdrs, status, close_hdr, handle=handle, body=body)
+        if not hdrs and body is not None:  # a whole variant from RAM, no conditions: the short path
+            resp.status = 200
+            resp.body_bytes = meta.size
+            whole = None if resp.method == "HEAD" else body
+            resp.parts.append(meta.whole_200(self.w.date.get(), status, close_hdr, whole))
+            resp.complete = True
+        else:
+            h.render(resp, meta, hdrs, status, close_hdr, handle=handle, body=body)
         coding = meta.headers.get("content-encoding", "")
         st = self.w.stats.compress
         st[f"served:{coding}"] += 1
