@@ -44,7 +44,9 @@ class FillContent(BaseModel):
         default_factory=dict, description="predicted views per title (missing: 1, equal)"
     )
     licensing: dict[str, list[str]] | None = Field(
-        default=None, description="title → regions it is licensed in (absent: everywhere)"
+        default=None,
+        description="title → regions (sites, or site_regions' values) it is licensed in; "
+        "a title not listed is licensed everywhere",
     )
     site_regions: dict[str, str] = Field(
         default_factory=dict, description="site → region (default: the site)"
@@ -122,14 +124,13 @@ class FillService:
         me = next(s for s in specs if s.id == a.id)
         if me.weight <= 0:
             raise HTTPException(409, f"{a.id} is registered without flash or hdd tiers")
+        licensing = content.licensing or {}
         all_regions = frozenset({s.region for s in specs} | set(content.site_regions.values()))
         catalog = [
             CatalogUnit(
                 u,
                 sum(o.size for o in objs) + sum(o.size for o in self.extras.get(u.title, [])),
-                frozenset(content.licensing[u.title])
-                if content.licensing is not None and u.title in content.licensing
-                else (frozenset() if content.licensing is not None else all_regions),
+                frozenset(licensing[u.title]) if u.title in licensing else all_regions,
             )
             for u, objs in self.units.items()
         ]
@@ -140,6 +141,9 @@ class FillService:
             got = [held.get(o.key) for o in objs]
             if got and all(g is not None and g[0] in ("", o.sha256) for g, o in zip(got, objs, strict=True)):
                 held_units[u] = got[0][1]  # type: ignore[index,assignment]
+        for key, (_, tier) in held.items():  # units no longer in the content set: to remove
+            if (m := _UNIT_KEY.match(key)) and (u := Unit(m.group(1), m.group(2))) not in self.units:
+                held_units[u] = tier  # type: ignore[assignment]
         p = plan(me, [s for s in specs if s.weight > 0], catalog, popularity, held_units, hot=content.hot)
         order = {u: i for i, (u, _) in enumerate(p.fetch)}
         placed = sorted(p.placement, key=lambda u: (order.get(u, -1), u))
@@ -170,9 +174,9 @@ class FillService:
                     )
         remove = [PlanRemoval(prefix=u.prefix) for u, _ in p.remove]
         placed_titles = {u.title for u in p.placement}
-        for title, objs in self.extras.items():
-            if title not in placed_titles:
-                remove += [PlanRemoval(key=o.key) for o in objs if o.key in held]
+        for key in sorted(held):  # title-level files (MPDs) of titles it no longer holds
+            if (m := _TITLE_KEY.match(key)) and m.group(1) not in placed_titles:
+                remove.append(PlanRemoval(key=key))
         return FillPlanDoc(
             appliance_id=a.id,
             site=a.site,
