@@ -74,12 +74,12 @@ class Tally:
 def expected_views(h, d: int, prob: np.ndarray, ri: int, top: int) -> np.ndarray:
     """Tomorrow's views per title, as the planner should weigh them: the recent daily rate
     (decayed counts, half-life 2 days, per day of weight), or — when the forest says a title
-    will be in the top N (a release it has no history for) — that probability times the N-th
-    title's views today, whichever is larger."""
+    will be in the top N (a release it has no history for) — that probability times the mean
+    views of today's top N (what a title in it gets), whichever is larger."""
     w = np.power(0.5, np.arange(d)[::-1] / 2.0).sum()
     rate = decayed(h.views, d - 1, 2.0)[ri] / w
-    nth = np.sort(h.views[d - 1, ri])[::-1][min(top, h.views.shape[2]) - 1]
-    return np.maximum(rate, prob * nth)
+    in_top = np.sort(h.views[d - 1, ri])[::-1][: min(top, h.views.shape[2])].mean()
+    return np.maximum(rate, prob * in_top)
 
 
 def replay(args: argparse.Namespace, capacity_share: float) -> dict:
