@@ -239,7 +239,11 @@ class Master:
     def purge(self, key: str | None, prefix: str | None) -> int:
         assert self.store is not None and self.shm is not None
         # The store tells every worker (on_invalidate) before it unlinks anything.
-        return self.store.purge(key) if key is not None else self.store.purge_prefix(prefix or "")
+        if key is None:
+            return self.store.purge_prefix(prefix or "")
+        n = self.store.purge(key)
+        self.store.purge_prefix(key + "\x00")  # its gzip/br variants (cdnlab.edge.compress) go too
+        return n
 
     def drain(self) -> None:
         if self.state != "serving":

@@ -25,6 +25,7 @@ from .edgecheck import config_toml, ours
 ORIGIN = """
         location /cmp/pre/ { add_header Content-Encoding gzip; }
         location /cmp/short/ { add_header Cache-Control "max-age=1"; }
+        location /cmp/change/ { open_file_cache off; add_header Cache-Control "max-age=1"; }
         location /cmp/keep/ { add_header Cache-Control "public, max-age=600, no-transform"; }
         location /api/cmp/keep/ { add_header Cache-Control "public, max-age=600, no-transform"; }
         location /cmp/svg/ { types { image/svg+xml svg; } }
@@ -295,7 +296,8 @@ def test_changed_content_after_purge_gets_a_new_variant(cmp: tuple[Nginx, Edge])
     new = TEXT.replace(b"margin", b"MARGIN")
     origin.put(path, new, mtime=1_800_000_000.0)
     auth = {"Authorization": "Bearer cmp-token"}
-    assert e.post("/purge", json.dumps({"key": path}).encode(), auth)[0] == 200
+    assert e.post("/purge", json.dumps({"key": path}).encode(), auth) == (200, {"purged": 1})
+    assert variant_keys(e, path) == []  # a key's variants go with it
     for _ in range(2):
         status, h, body = get(e, path, "gzip")
         assert status == 200 and h["content-encoding"] == "gzip"
@@ -304,6 +306,27 @@ def test_changed_content_after_purge_gets_a_new_variant(cmp: tuple[Nginx, Edge])
     # A purge by prefix takes the variants along.
     assert e.post("/purge", json.dumps({"prefix": "/cmp/purged/"}).encode(), auth)[0] == 200
     assert variant_keys(e, path) == [] and path not in e.inventory_keys()
+
+
+def test_changed_upstream_bytes_never_get_the_old_variant(cmp: tuple[Nginx, Edge]) -> None:
+    """The identity is refetched with new bytes (200 to the revalidation): the stored variant, made
+    from the old bytes, is never served; a new one is made from the new bytes."""
+    origin, e = cmp
+    path = "/cmp/change/app.css"
+    origin.put(path, TEXT)
+    _, h, old = get(e, path, "gzip")
+    assert gzip.decompress(old) == TEXT
+    e.wait_stored(path)
+    new = TEXT.replace(b"margin", b"padding")
+    origin.put(path, new, mtime=1_800_000_000.0)
+    time.sleep(1.5)
+    for _ in range(2):
+        status, h2, body = get(e, path, "gzip")
+        assert status == 200 and h2["content-encoding"] == "gzip"
+        assert gzip.decompress(body) == new
+        assert h2["etag"] != h["etag"]
+    assert origin.fetches(path) == 2
+    assert len(variant_keys(e, path)) == 1
 
 
 def test_no_transform_respected(cmp: tuple[Nginx, Edge]) -> None:
