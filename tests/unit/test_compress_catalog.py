@@ -122,3 +122,10 @@ def test_cli_check_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["policy", "check", "--catalog", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "cdnlab policy: class[0].compress: unknown coding 'lzma' (known: br, gzip)"
+
+
+def test_model_round_trip() -> None:
+    from cdnlab.policy.catalog import Catalog
+
+    cat = load()
+    assert Catalog.model_validate(cat.model_dump(by_alias=True)) == cat

@@ -92,11 +92,14 @@ class TtlClass(_Strict):
     @classmethod
     def _compress_list(cls, data: Any) -> Any:
         """``compress`` may be a flag or the list of codings; both end as ``compress`` + ``codings``."""
-        if not isinstance(data, dict) or "codings" in data:
-            if isinstance(data, dict) and "codings" in data:
-                raise ValueError("codings: unknown key (list the codings in compress)")
+        if not isinstance(data, dict):
             return data
         value = data.get("compress")
+        if "codings" in data:
+            # Only a dumped model carries both (compress a flag that agrees with codings).
+            if not isinstance(value, bool) or value != bool(data["codings"]):
+                raise ValueError("codings: unknown key (list the codings in compress)")
+            return data
         if isinstance(value, list):
             for c in value:
                 if c not in CODINGS:
