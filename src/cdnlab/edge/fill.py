@@ -182,14 +182,19 @@ async def download(
                     "headers": None,
                 },
             )
+            overrun = False
             with open(part, mode) as f:
                 async for chunk in resp.content.iter_chunked(CHUNK):
                     await bucket.take(len(chunk))
                     if f.tell() + len(chunk) > obj.size:
-                        raise Rejected(f"{source.kind} sent more than the plan's {obj.size} bytes")
+                        overrun = True
+                        break
                     f.write(chunk)
                     counted(len(chunk))
                 got = f.tell()
+            if overrun:  # not the object the plan names: drop it, another source may have it
+                partials.drop(obj.key)
+                raise FillError(f"{source.kind} sent more than the plan's {obj.size} bytes")
             if got != obj.size:
                 raise FillError(f"{source.kind} body ended at {got} of {obj.size} bytes")
             kept.setdefault("content-type", resp.headers.get("Content-Type", "application/octet-stream"))
