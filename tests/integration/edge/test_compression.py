@@ -497,3 +497,10 @@ def test_corrupt_image_stored_unmodified(cmp: tuple[Nginx, Edge]) -> None:
     wait_until(lambda: counter(e, "cdnlab_rewrites_total", kind="image", result="corrupt") >= 1)
     assert "image left as stored" in e.log_text()
     assert origin.fetches(path) == 1
+
+
+def test_zz_no_internal_errors_logged(cmp: tuple[Nginx, Edge]) -> None:
+    """Last in this module: nothing above made a worker log a traceback."""
+    _, e = cmp
+    log = e.log_text()
+    assert "Traceback" not in log and "compression job" not in log, log[-3000:]
