@@ -130,7 +130,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             (root / "control.toml").write_text(
                 f'listen = "127.0.0.1:{port}"\ndatabase = "sqlite:///{root / "control.db"}"\n'
                 'default_site = "site-a"\n[signing]\nkid = "k1"\nkey = "fill-test-key"\n'
-                    "[health]\ninterval = 0.5\ntimeout = 0.4\n"
+                "[health]\ninterval = 0.5\ntimeout = 0.4\n"
             )
             procs.append(start("control", [CDNLAB, "control", "serve", "--config", "control.toml"], root))
             control = f"http://127.0.0.1:{port}"
@@ -214,6 +214,10 @@ def _window_excluding_now() -> str:
     return f"{start_at:%H:%M}-{end_at:%H:%M}"
 
 
+def _window_around_now() -> str:
+    return f"{datetime.now() - timedelta(hours=1):%H:%M}-{datetime.now() + timedelta(hours=1):%H:%M}"
+
+
 def test_plan_endpoint_and_window(fleet: Fleet) -> None:
     plan = get_json(f"{fleet.control}/v1/fill/plan?appliance=e1")
     keys = [o["key"] for o in plan["objects"]]
@@ -274,7 +278,7 @@ def test_peer_preferred(fleet: Fleet) -> None:
     plan = get_json(f"{fleet.control}/v1/fill/plan?appliance=e1")
     keys = {o["key"] for o in plan["objects"]}
     before = len(fleet.origin_log())
-    code, out = fleet.fill("e1", "--now", "--json")
+    code, out = fleet.fill("e1", "--window", _window_around_now(), "--json")  # open: no --now needed
     assert code == 0, out
     assert isinstance(out, dict)
     assert set(out["by_source"]) == {"peer"}, out["by_source"]
