@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import re
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ MAX_SIZE = 64 << 20  # compressed and rewritten in memory: bigger text objects a
 GZIP_LEVEL = 6  # gzip's default: most of level 9's gain at a fraction of its time
 BROTLI_QUALITY = 5  # built on first request: q11 is ~20x slower for a few percent
 WAIT_MAX = 8 << 20  # a miss this size or smaller that wants a coding waits for its commit
+WAIT_SECONDS = 30.0  # after this a deferred miss is answered from the fetch as it is (identity)
 _FIELDS = ("accept-encoding",)
 
 # Content types that are text and worth compressing (besides text/*, */*+json and */*+xml).
@@ -231,6 +233,7 @@ class Compressor:
         # (key, identity sha256) whose build or rewrite gave nothing: not tried again here.
         self._futile: set[tuple[str, str]] = set()
         self._served: dict[str, tuple[ObjectMeta, ObjectMeta, HotObject]] = {}
+        self._overdue: weakref.WeakSet[Fetch] = weakref.WeakSet()  # commits we stopped waiting for
 
     # decisions -------------------------------------------------------------------------------
 
@@ -311,11 +314,20 @@ class Compressor:
         """A miss that wants gzip/br for a body being stored: True when ``again`` will be called
         once the commit is done (or the fetch failed), so the answer can be the stored variant."""
         meta = f.meta
-        if meta is None or meta.sha256 or not 0 < meta.size <= WAIT_MAX:
+        if meta is None or meta.sha256 or not 0 < meta.size <= WAIT_MAX or f in self._overdue:
             return False
         if not self._wants_coding(key, f, accept_encoding):
             return False
-        _AfterCommit(f, again).kick()
+        waiter = _AfterCommit(f, again)
+
+        def overdue() -> None:  # a commit that never reports must not hold the client forever
+            if not waiter.called:
+                log.warning("%s: commit not reported after %.0f s; answering identity", key, WAIT_SECONDS)
+                self._overdue.add(f)
+                waiter.fire()
+
+        self.w.loop.call_later(WAIT_SECONDS, overdue)
+        waiter.kick()
         return True
 
     def committed(self, key: str, f: Fetch, accept_encoding: str | None) -> HotObject | None:
@@ -522,16 +534,24 @@ class Compressor:
 class _AfterCommit:
     """Calls back once a fetch's commit is done, it failed, or it will not be stored."""
 
-    __slots__ = ("again", "f")
+    __slots__ = ("again", "called", "f")
 
     def __init__(self, f: Fetch, again: Callable[[], None]) -> None:
         self.f = f
         self.again = again
+        self.called = False
+
+    def fire(self) -> None:
+        if not self.called:
+            self.called = True
+            self.again()
 
     def kick(self) -> None:
         f = self.f
+        if self.called:
+            return
         if f.failed is not None or not f.stored or (f.meta is not None and f.meta.sha256):
-            self.again()
+            self.fire()
         else:
             f.subscribe(self)  # each progress report takes the subscribers: ask again
 
