@@ -105,6 +105,7 @@ def replay(args: argparse.Namespace, capacity_share: float) -> dict:
     overall, release = Tally(), Tally()
     fill_bytes = {"planned": 0, "both": 0}
     per_region = {}
+    releases: list[tuple[float, int, float]] = []  # (forest probability, actual rank, share of the day)
     for ri, region in enumerate(regions):
         licensed = [j for j, t in enumerate(catalog) if region.name in t.regions]
         cap = int(capacity_share * size[licensed].sum())
@@ -141,6 +142,12 @@ def replay(args: argparse.Namespace, capacity_share: float) -> dict:
         region_tally = Tally()
         for d in range(args.warmup, days_total):
             prob = forest.predict_proba(features(h, d - 1))[:, 1].reshape(len(regions), nt)[ri]
+            for j in licensed:  # how the forest rates tomorrow's releases
+                if catalog[j].release_day == d:
+                    rank = int((h.views[d, ri] > h.views[d, ri, j]).sum()) + 1
+                    releases.append(
+                        (float(prob[j]), rank, float(h.views[d, ri, j] / max(1, h.views[d, ri].sum())))
+                    )
             popularity = expected_views(h, d, prob, ri, args.top)
             popularity = {catalog[j].id: float(popularity[j]) for j in licensed}
             p_plan = plan(spec, [spec], units, popularity, held_planned, session_bytes=session)
@@ -191,6 +198,7 @@ def replay(args: argparse.Namespace, capacity_share: float) -> dict:
         "release_bytes_share": release.total / overall.total,
         "per_region": per_region,
         "fill_per_served": {k: v / overall.total for k, v in fill_bytes.items()},
+        "releases": releases,
     }
 
 
@@ -212,6 +220,16 @@ def _print_replay(args: argparse.Namespace, rows: list[dict]) -> None:
         cells += [f"{100 * rel[k]:.1f} %" for k in ("reactive", "planned", "both", "oracle")]
         cells += [f"{gain:+.1f} points", f"{r['fill_per_served']['both']:.3f}"]
         print("| " + " | ".join(cells) + " |")
+    rel = rows[0]["releases"]
+    if rel:
+        probs = sorted(p for p, _, _ in rel)
+        print(
+            f"\n{len(rel)} region-releases in the replay: the forest's probability of 'top {args.top} "
+            f"tomorrow' median {probs[len(probs) // 2]:.2f} (min {probs[0]:.2f}, max {probs[-1]:.2f}); "
+            f"{sum(1 for _, r, _ in rel if r <= args.top)} were in the top {args.top}, "
+            f"{sum(1 for _, r, _ in rel if r <= 3)} in the top 3, the largest with "
+            f"{100 * max(sh for _, _, sh in rel):.0f} % of its region's views that day"
+        )
     best = max(max(r["overall"]["planned"], r["overall"]["both"]) for r in rows)
     gains = [
         100 * (max(r["release_days"]["planned"], r["release_days"]["both"]) - r["release_days"]["reactive"])
