@@ -110,7 +110,7 @@ class TtlClass(_Strict):
         if value is True:
             return {**data, "codings": CODINGS}
         if value is not None and value is not False:
-            raise ValueError("compress: must be true, false or a list of codings such as [\"br\", \"gzip\"]")
+            raise ValueError('compress: must be true, false or a list of codings such as ["br", "gzip"]')
         return data
 
     @field_validator("patterns")
