@@ -202,3 +202,18 @@ def test_decompression_bomb_refused() -> None:
     img.save(out, "PNG")
     with pytest.raises(imageopt.ImageError):
         imageopt.optimise(out.getvalue(), ImageOpt(max_width=10))
+
+
+def test_content_only_drops_variants() -> None:
+    from cdnlab.edge.vary import variant_key
+
+    base = "/content/t1/manifest.mpd"
+    snap = {
+        base: (100, "a", "ram"),
+        variant_key(base, ("accept-encoding",), {"accept-encoding": "gzip"}): (40, "b", "ram"),
+        "/content/t1/seg-00001.m4s": (9, "c", "flash"),
+    }
+    assert compress.content_only(snap) == {
+        base: (100, "a", "ram"),
+        "/content/t1/seg-00001.m4s": (9, "c", "flash"),
+    }

@@ -556,6 +556,13 @@ class _AfterCommit:
             f.subscribe(self)  # each progress report takes the subscribers: ask again
 
 
+def content_only(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A store snapshot without the variants stored under ``key NUL …`` (``vary.variant_key``):
+    what the control plane's inventory is about (titles and their files), and what its database
+    can hold (PostgreSQL text cannot contain NUL)."""
+    return {k: v for k, v in snapshot.items() if "\x00" not in k}
+
+
 def _source_tag(sha256: str) -> str:
     return f'"sha256:{sha256}"'
 

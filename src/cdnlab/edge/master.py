@@ -346,13 +346,14 @@ def serve(config: EdgeConfig) -> int:
         if master.background is not None:
             master.background.start()
         if config.control.url:
+            from cdnlab.edge.compress import content_only
             from cdnlab.edge.reporter import InventoryReporter
 
             reporter = InventoryReporter(
                 config.id,
                 config.control.url,
                 config.control.report_interval,
-                master.snapshot,
+                lambda: content_only(master.snapshot()),  # no gzip/br variants for the control plane
                 config.control.token,
             )
             master.reporter = reporter
