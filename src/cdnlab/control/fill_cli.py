@@ -132,7 +132,7 @@ def _publish(args: argparse.Namespace) -> int:
         return 2
     objects = []
     for f in sorted(base.rglob("*")):
-        if not f.is_file() or f.name.startswith(".") or f.suffix in (".log",) or f.name == "track.mpd":
+        if not f.is_file() or f.name.startswith(".") or f.suffix == ".log":
             continue
         key = "/content/" + f.relative_to(base).as_posix()
         h = hashlib.sha256()

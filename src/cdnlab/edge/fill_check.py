@@ -30,9 +30,10 @@ class PlaybackCheck:
     def __init__(self, store: Store, plan: list[PlanObject]) -> None:
         self.store = store
         self.mpds: dict[str, str] = {}  # title -> MPD key
-        for o in plan:
-            if o.title and is_manifest(o.key):
-                self.mpds.setdefault(o.title, o.key)
+        for o in plan:  # a title's MPD sits at /content/{title}/NAME.mpd (per-track ones do not count)
+            parts = o.key.split("/")
+            if is_manifest(o.key) and len(parts) == 4 and parts[1] == "content":
+                self.mpds.setdefault(parts[2], o.key)
         self._reps: dict[str, list[Representation]] = {}
         self._inits: dict[str, InitInfo] = {}
 
