@@ -216,10 +216,22 @@ def origin_down(lab: HostLab) -> None:
     name, _ = lab.topo.appliances()[0]
     cached = lab.content.segment_keys("t0001")[0]
     http(lab.edge_url(name) + signed(cached), timeout=30)
-    # an object only the shield holds: fetched through the shield directly before the outage
-    shield_only = "/images/t0003/poster.png"
+    # Two new objects at the origin (new names each run): one fetched through the shield before
+    # the outage (only the shield holds it), one nobody has asked for.
+    stamp = int(time.time() * 1000)
+    bodies = {
+        f"/static/drill-{stamp}-{kind}.txt": f"{kind} {stamp}\n".encode() * 64 for kind in ("shield", "cold")
+    }
+    for key, body in bodies.items():
+        lab.s3().put_object(
+            Bucket=lab.outputs["primary_bucket"],
+            Key=key.lstrip("/"),
+            Body=body,
+            Metadata={"sha256": _sha(body)},
+        )
+    digests = {k: _sha(b) for k, b in bodies.items()}
+    shield_only, cold = list(bodies)
     http(f"http://{lab.host('shield1').address}{shield_only}", timeout=30)
-    cold = "/static/style.css"
     services.stop(fwd)
     try:
         status, hdrs, body = http(lab.edge_url(name) + signed(cached), timeout=30)
@@ -231,7 +243,7 @@ def origin_down(lab: HostLab) -> None:
         status, hdrs, body = http(lab.edge_url(name) + signed(shield_only), timeout=30)
         g.check(
             "a cold object the shield holds comes from the shield",
-            status == 200 and _sha(body) == lab.content.digests[shield_only],
+            status == 200 and _sha(body) == digests[shield_only],
             f"{status} {hdrs.get('cache-status', '')}",
         )
         status, hdrs, body = http(lab.edge_url(name) + signed(cold), timeout=60)

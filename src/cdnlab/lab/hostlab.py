@@ -114,7 +114,8 @@ class HostLab:
 
     @property
     def emulator_port(self) -> int:
-        return 45000 + self.topo.net
+        # below the ephemeral port range (32768+), so no outgoing connection can hold it
+        return 30000 + self.topo.net
 
     @property
     def endpoint(self) -> str:
@@ -189,6 +190,10 @@ class HostLab:
         if self.opts.testinfra:
             with g.step("testinfra", "tests/infra against every host"):
                 self._testinfra()
+        with g.step("fill", "cdnlab fill publish, then cdnlab fill run --now on every appliance"):
+            from cdnlab.lab import fill
+
+            fill.run(self)
         with g.step("warm-up", "first segments through every appliance, control plane sees them"):
             self._warm()
         from cdnlab.lab import clients, drills
@@ -283,8 +288,17 @@ class HostLab:
                 new = services.spawn("origin-forwarder", fwd["args"], self.workdir / "forwarder.log")
                 self.state["procs"] = [emu, new]
                 self.save()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
+        retries = 2  # MiniStack now and then exits at start on a busy machine: start it again
         while time.monotonic() < deadline and http(self.endpoint + "/_ministack/health", timeout=2)[0] != 200:
+            if emu is not None and not services.alive(emu) and retries:
+                retries -= 1
+                self._progress("the emulator exited while starting; starting it again")
+                emu = services.spawn(
+                    "emulator", emu["args"], Path(emu["log"]), env={**os.environ, "PYTHONPATH": str(REPO)}
+                )
+                self.state["procs"] = [emu, *(p for p in self.state["procs"] if p["name"] != "emulator")]
+                self.save()
             time.sleep(0.3)
         g.check(
             "the AWS emulator answers on loopback",
