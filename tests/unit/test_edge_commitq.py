@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
-from concurrent.futures import wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import pytest
@@ -45,8 +45,9 @@ def same_dir_keys(n: int) -> list[str]:
         i += 1
 
 
+@pytest.mark.parametrize("threads", [0, 4], ids=["sequential", "pool"])
 def test_a_group_commits_every_object_and_fsyncs_each_directory_once(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch, threads: int
 ) -> None:
     synced: list[str] = []
     real = store_mod._fsync_dir
@@ -64,7 +65,11 @@ def test_a_group_commits_every_object_and_fsyncs_each_directory_once(
         w.write(bodies[k])
         args = CommitArgs(etag=f'"{k}"', last_modified=1.0e9, headers={"cache-control": "max-age=60"})
         batch.append((w, args))
-    results = commit_group(batch)
+    if threads:
+        with ThreadPoolExecutor(threads) as pool:
+            results = commit_group(batch, pool)
+    else:
+        results = commit_group(batch)
     assert len(synced) == 1  # one directory, one fsync, for five renames into it
     for k, entry in zip(keys, results, strict=True):
         assert isinstance(entry, store_mod.Entry)

@@ -202,8 +202,7 @@ def test_stall_mid_body_times_out() -> None:
         async with Server(script) as s:
             client = Client(1.0, 0.3)
             resp = await client.request(s.url, "/stall", {})
-            assert await resp.read_chunk(100) == b"abc"
-            with pytest.raises(TimeoutError):
+            with pytest.raises(TimeoutError):  # 3 of 10 bytes, then silence
                 await resp.read_chunk(100)
             resp.release()
             client.close()
@@ -235,6 +234,30 @@ def test_garbage_answer_is_a_body_error() -> None:
             client = Client(1.0, 1.0)
             with pytest.raises(BodyError):
                 await client.request(s.url, "/", {})
+            client.close()
+
+    run(main())
+
+
+def test_body_is_read_in_whole_chunks_not_per_tcp_read() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n")
+        for i in range(30):  # 30 small writes with pauses: 30 TCP reads on the other side
+            writer.write(bytes([65 + i % 26]) * 100)
+            await writer.drain()
+            await asyncio.sleep(0.005)
+
+    async def main() -> None:
+        async with Server(script) as s:
+            client = Client(1.0, 2.0)
+            resp = await client.request(s.url, "/w", {})
+            chunks = []
+            while chunk := await resp.read_chunk(1000):
+                chunks.append(chunk)
+            assert [len(c) for c in chunks] == [1000, 1000, 1000]
+            assert b"".join(chunks) == b"".join(bytes([65 + i % 26]) * 100 for i in range(30))
+            resp.release()
             client.close()
 
     run(main())

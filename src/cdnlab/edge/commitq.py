@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from cdnlab.edge.store import CommitArgs, Writer, commit_group
@@ -22,11 +22,14 @@ from cdnlab.edge.store import CommitArgs, Writer, commit_group
 log = logging.getLogger("cdnlab.edge.commitq")
 
 MAX_BATCH = 64
+SYNC_THREADS = 8  # fsyncs of one group in flight together (each waits on a device flush)
 
 
 class GroupCommitter:
-    def __init__(self, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, max_batch: int = MAX_BATCH, sync_threads: int = SYNC_THREADS) -> None:
         self._max = max_batch
+        self._sync_threads = sync_threads
+        self._pool: ThreadPoolExecutor | None = None
         self._queue: deque[tuple[Writer, CommitArgs, Future[Any]]] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -42,6 +45,8 @@ class GroupCommitter:
                 raise RuntimeError("group committer is closed")
             self._queue.append((writer, args, fut))
             if self._thread is None:
+                if self._sync_threads > 1:
+                    self._pool = ThreadPoolExecutor(self._sync_threads, thread_name_prefix="store-fsync")
                 self._thread = threading.Thread(target=self._run, name="store-commit", daemon=True)
                 self._thread.start()
             self._cond.notify()
@@ -62,11 +67,13 @@ class GroupCommitter:
                 while not self._queue and not self._closed:
                     self._cond.wait()
                 if not self._queue:
+                    if self._pool is not None:
+                        self._pool.shutdown(wait=False)
                     return
                 n = min(len(self._queue), self._max)
                 batch = [self._queue.popleft() for _ in range(n)]
             try:
-                results = commit_group([(w, a) for w, a, _ in batch])
+                results = commit_group([(w, a) for w, a, _ in batch], self._pool)
             except BaseException as exc:  # a bug: refuse the whole group rather than hang its fills
                 log.exception("group commit failed")
                 results = [exc] * len(batch)

@@ -329,14 +329,14 @@ class Fetch:
                 headers=headers,
             )
             self.stored = store_it
+            self.written = len(first)  # already in the file: the first clients get it at once
+            if size is not None and self.written > size:
+                raise BodyError("upstream sent more than its Content-Length")
             # With a digest from upstream, nothing is served until the whole body matches it.
             digests = upstream_sha256(resp.headers)
             if size is not None and not digests:
                 self._set_ready("stream")  # clients start now, reading as bytes land
             loop = asyncio.get_running_loop()
-            self.written = len(first)
-            if size is not None and self.written > size:
-                raise BodyError("upstream sent more than its Content-Length")
             while chunk := await resp.read_chunk(_CHUNK):
                 try:
                     # Writing (and hashing) in the I/O pool: a write can wait on the journal.
