@@ -46,13 +46,13 @@ def _bars(title: str, values: dict[str, float], fmt: str = "{:.0%}", vmax: float
     vmax = vmax or max(max(values.values()), 1e-9)
     row, width = 24, 420
     h = row * len(values) + 10
-    parts = [f'<svg width="{width + 260}" height="{h}" role="img" aria-label="{html.escape(title)}">']
+    parts = [f'<svg width="{width + 340}" height="{h}" role="img" aria-label="{html.escape(title)}">']
     for i, (label, v) in enumerate(sorted(values.items())):
         y = 5 + i * row
         w = max(1.0, width * v / vmax)
         parts.append(f'<text x="0" y="{y + 15}" font-size="12">{html.escape(label)}</text>')
-        parts.append(f'<rect x="170" y="{y}" width="{w:.1f}" height="{row - 6}" fill="{_COLOURS[0]}"/>')
-        parts.append(f'<text x="{175 + w:.1f}" y="{y + 15}" font-size="12">{fmt.format(v)}</text>')
+        parts.append(f'<rect x="240" y="{y}" width="{w:.1f}" height="{row - 6}" fill="{_COLOURS[0]}"/>')
+        parts.append(f'<text x="{245 + w:.1f}" y="{y + 15}" font-size="12">{fmt.format(v)}</text>')
     parts.append("</svg>")
     return f"<h3>{html.escape(title)}</h3>" + "".join(parts)
 
@@ -63,9 +63,9 @@ def _stacked(title: str, rows: dict[str, dict[str, float]]) -> str:
     keys = sorted({k for r in rows.values() for k in r})
     vmax = max(sum(r.values()) for r in rows.values()) or 1
     row, width = 24, 420
-    parts = [f'<svg width="{width + 300}" height="{row * len(rows) + 40}">']
+    parts = [f'<svg width="{width + 380}" height="{row * len(rows) + 40}">']
     for i, (label, r) in enumerate(sorted(rows.items())):
-        y, x = 5 + i * row, 170.0
+        y, x = 5 + i * row, 240.0
         parts.append(f'<text x="0" y="{y + 15}" font-size="12">{html.escape(label)}</text>')
         for j, k in enumerate(keys):
             w = width * r.get(k, 0) / vmax
@@ -78,8 +78,8 @@ def _stacked(title: str, rows: dict[str, dict[str, float]]) -> str:
         )
     ly = row * len(rows) + 20
     for j, k in enumerate(keys):
-        parts.append(f'<rect x="{170 + j * 90}" y="{ly}" width="12" height="12" fill="{_COLOURS[j % 8]}"/>')
-        parts.append(f'<text x="{186 + j * 90}" y="{ly + 11}" font-size="12">{html.escape(k or "?")}</text>')
+        parts.append(f'<rect x="{240 + j * 90}" y="{ly}" width="12" height="12" fill="{_COLOURS[j % 8]}"/>')
+        parts.append(f'<text x="{256 + j * 90}" y="{ly + 11}" font-size="12">{html.escape(k or "?")}</text>')
     parts.append("</svg>")
     return f"<h3>{html.escape(title)}</h3>" + "".join(parts)
 
