@@ -44,6 +44,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -100,12 +101,34 @@ def replay(args: argparse.Namespace, capacity_share: float) -> dict:
     size = np.array([[t.size_bytes(bps) for _, bps in LADDER] for t in catalog], dtype=np.int64)
     bps = np.array([b for _, b in LADDER], dtype=float)
     runtime = np.array([t.runtime_min for t in catalog], dtype=float)
+    series = np.array([t.type == "series" for t in catalog])
     session = {p: int(b / 8 * 60 * 55) for p, b in LADDER}  # a mean session: 55 minutes
     rng = np.random.default_rng(args.seed + 1)
     overall, release = Tally(), Tally()
     fill_bytes = {"planned": 0, "both": 0}
     per_region = {}
     releases: list[tuple[float, int, float]] = []  # (forest probability, actual rank, share of the day)
+    ch = args.chunk_minutes
+    nchunks = np.ceil(runtime / ch).astype(np.int64) if ch else np.ones(nt, dtype=np.int64)
+    maxc = int(nchunks.max()) + 1
+
+    def chunk_bytes(u: int, c: int) -> int:
+        j, p = divmod(u, nl)
+        if not ch:
+            return int(size[j, p])
+        return int(bps[p] / 8 * 60 * min(ch, runtime[j] - c * ch))
+
+    def unit_chunks(u: int) -> range:
+        return range(int(nchunks[u // nl]))
+
+    def held_units(policy: Any, key_of: dict[Unit, int]) -> dict[Unit, str]:
+        """Units the cache holds whole (what the planner may count as held)."""
+        return {
+            u: "flash"
+            for u, k in key_of.items()
+            if all(policy.contains(k * maxc + c if ch else k) for c in unit_chunks(k))
+        }
+
     for ri, region in enumerate(regions):
         licensed = [j for j, t in enumerate(catalog) if region.name in t.regions]
         cap = int(capacity_share * size[licensed].sum())
@@ -120,25 +143,39 @@ def replay(args: argparse.Namespace, capacity_share: float) -> dict:
         both = get_policy(args.policy, cap)
         now = 0.0
 
-        def day_requests(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        def day_requests(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            """(cache key, its size, bytes served, unit) per request, sessions in random order."""
             counts = h.views[d, ri]  # noqa: B023 - the region of this loop turn
             titles = np.repeat(np.arange(nt), counts)
             prof = rng.choice(nl, size=titles.size, p=SHARES)
             order = rng.permutation(titles.size)
             titles, prof = titles[order], prof[order]
-            full = size[titles, prof]
-            # A session watches 10 minutes to a movie or two episodes, never more than the title.
-            minutes = rng.uniform(10, 100, size=titles.size)
-            served = np.minimum(full, bps[prof] / 8 * 60 * np.minimum(minutes, runtime[titles]))
-            return titles * nl + prof, full, served
+            unit = titles * nl + prof
+            rt = runtime[titles]
+            # A session watches 10 to 100 minutes: a movie from its start, a series from anywhere.
+            minutes = np.minimum(rng.uniform(10, 100, size=titles.size), rt)
+            start = np.where(series[titles], rng.uniform(0, 1, size=titles.size) * (rt - minutes), 0.0)
+            rate = bps[prof] / 8 * 60  # bytes per minute
+            if not ch:  # whole units: a miss stores all of it at once
+                return unit, size[titles, prof], rate * minutes, unit
+            c0 = np.floor(start / ch).astype(np.int64)
+            n = np.ceil((start + minutes) / ch).astype(np.int64) - c0
+            sess = np.repeat(np.arange(titles.size), n)
+            first = np.repeat(np.cumsum(n) - n, n)
+            c = c0[sess] + (np.arange(sess.size) - first)
+            lo = np.maximum(start[sess], c * ch)
+            hi = np.minimum(start[sess] + minutes[sess], (c + 1) * ch)
+            obj = rate[sess] * np.minimum(ch, rt[sess] - c * ch)
+            return unit[sess] * maxc + c, obj.astype(np.int64), rate[sess] * (hi - lo), unit[sess]
 
-        for d in range(args.warmup - 7, args.warmup):  # warm the reactive cache up
-            for k, s, _ in zip(*day_requests(d), strict=True):
+        for d in range(args.warmup - 7, args.warmup):  # warm the reactive caches up
+            for k, s, _, _ in zip(*day_requests(d), strict=True):
                 now += 1.0
                 reactive.request(int(k), int(s), now)
                 both.request(int(k), int(s), now)
+
         held_planned: dict[Unit, str] = {}
-        held_both = {u: "flash" for u, k in key_of.items() if both.contains(k)}
+        held_both = held_units(both, key_of)
         region_tally = Tally()
         for d in range(args.warmup, days_total):
             prob = forest.predict_proba(features(h, d - 1))[:, 1].reshape(len(regions), nt)[ri]
@@ -152,10 +189,8 @@ def replay(args: argparse.Namespace, capacity_share: float) -> dict:
             popularity = {catalog[j].id: float(popularity[j]) for j in licensed}
             p_plan = plan(spec, [spec], units, popularity, held_planned, session_bytes=session)
             p_both = plan(spec, [spec], units, popularity, held_both, session_bytes=session)
-            fill_bytes["planned"] += sum(
-                size_of.size for size_of in units if size_of.unit in dict(p_plan.fetch)
-            )
-            fill_bytes["both"] += sum(cu.size for cu in units if cu.unit in dict(p_both.fetch))
+            unit_size = {cu.unit: cu.size for cu in units}
+            fill_bytes["planned"] += sum(unit_size[u] for u, _ in p_plan.fetch)
             held_planned = dict(p_plan.placement)
             planned_keys = {key_of[u] for u in p_plan.placement}
             # The bound on prediction: the same planner told tomorrow's real views.
@@ -163,29 +198,36 @@ def replay(args: argparse.Namespace, capacity_share: float) -> dict:
             oracle = plan(spec, [spec], units, actual, {}, session_bytes=session)
             oracle_keys = {key_of[u] for u in oracle.placement}
             # The night's plan applied to the reactive cache: removals, then fetches (lowest
-            # priority first, so the policy sees the most valuable as the most recent).
+            # priority first, so the policy sees the most valuable as the most recent); only
+            # the parts of a unit not already held are fetched.
             for u, _ in p_both.remove:
-                if both.contains(key_of[u]):
-                    both.on_remove(key_of[u])
+                for c in unit_chunks(key_of[u]):
+                    k = key_of[u] * maxc + c if ch else key_of[u]
+                    if both.contains(k):
+                        both.on_remove(k)
             for u, _ in reversed(p_both.fetch):
-                k = key_of[u]
-                s = int(size[k // nl, k % nl])
-                both.evict(s, now)
-                both.on_insert(k, s, now)
+                for c in unit_chunks(key_of[u]):
+                    k = key_of[u] * maxc + c if ch else key_of[u]
+                    if both.contains(k):
+                        continue
+                    s = chunk_bytes(key_of[u], c)
+                    both.evict(s, now)
+                    both.on_insert(k, s, now)
+                    fill_bytes["both"] += s
             day = Tally()
-            for k, s, b in zip(*day_requests(d), strict=True):
+            for k, s, b, u in zip(*day_requests(d), strict=True):
                 now += 1.0
-                k, s = int(k), int(s)
+                k, s, u = int(k), int(s), int(u)
                 day.total += b
                 if reactive.request(k, s, now):
                     day.hits["reactive"] += b
-                if k in planned_keys:
+                if u in planned_keys:
                     day.hits["planned"] += b
-                if k in oracle_keys:
+                if u in oracle_keys:
                     day.hits["oracle"] += b
                 if both.request(k, s, now):
                     day.hits["both"] += b
-            held_both = {u: "flash" for u, k in key_of.items() if both.contains(k)}
+            held_both = held_units(both, key_of)
             region_tally.add(day)
             if _released(h, d)[ri]:
                 release.add(day)
@@ -347,6 +389,9 @@ def main() -> int:
     ap.add_argument("--views", type=float, default=20_000, help="views per day in a region of weight 1")
     ap.add_argument("--capacity", default="0.1,0.2,0.3", help="shares of the licensed catalog's bytes")
     ap.add_argument("--policy", default=DEFAULT_POLICY)
+    ap.add_argument(
+        "--chunk-minutes", type=int, default=10, help="cache object: minutes of a unit (0: whole units)"
+    )
     ap.add_argument("--top", type=int, default=50)
     ap.add_argument("--trees", type=int, default=60)
     ap.add_argument("--seed", type=int, default=1)
