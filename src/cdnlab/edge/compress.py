@@ -234,6 +234,7 @@ class Compressor:
         self._futile: set[tuple[str, str]] = set()
         self._served: dict[str, tuple[ObjectMeta, ObjectMeta, HotObject]] = {}
         self._overdue: weakref.WeakSet[Fetch] = weakref.WeakSet()  # commits we stopped waiting for
+        self._watched: weakref.WeakSet[Fetch] = weakref.WeakSet()  # fetches with a rewrite to start
 
     # decisions -------------------------------------------------------------------------------
 
@@ -302,6 +303,32 @@ class Compressor:
         return obj
 
     # misses ----------------------------------------------------------------------------------
+
+    def after_store(self, key: str, f: Fetch) -> None:
+        """Start a fetched object's rewrite (minify, image) as soon as it is committed, in the
+        background: the client that fetched it has its answer already."""
+        meta = f.meta
+        if meta is None or not f.stored or f in self._watched:
+            return
+        cls = classify(key.split("?", 1)[0])
+        if not (
+            (cls.minify_json and is_json(meta.content_type))
+            or (cls.image is not None and imageopt.handles(meta.content_type))
+        ):
+            return
+        self._watched.add(f)
+
+        def committed() -> None:
+            if f.meta is None or not f.meta.sha256 or not f.stored:
+                return
+            obj = self.w.lookup(key)
+            if obj is None or obj[0].sha256 != f.meta.sha256:
+                return
+            p = self.plan(key, obj[0])
+            if p is not None and p.rewrite and (key, obj[0].sha256) not in self._futile:
+                self._job(key, self._rewrite, key, obj[0], p)
+
+        _AfterCommit(f, committed).kick()
 
     def _wants_coding(self, key: str, f: Fetch, accept_encoding: str | None) -> bool:
         meta = f.meta

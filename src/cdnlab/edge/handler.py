@@ -374,6 +374,7 @@ class Handler:
             if f.outcome == "stream":
                 assert f.meta is not None
                 self.codec.plan(key, f.meta)  # streamed identity: Vary as on later hits
+                self.codec.after_store(key, f)  # JSON minify, images: once it is committed
                 if self.codec.defer(key, f, ae, lambda: ready(f)):
                     return  # wants gzip/br: answered from the store once the commit is done
             if f.outcome == "stream" and arrived and f.stored:
