@@ -129,3 +129,28 @@ def test_model_round_trip() -> None:
 
     cat = load()
     assert Catalog.model_validate(cat.model_dump(by_alias=True)) == cat
+
+
+def test_edge_check_refuses_a_bad_catalog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from cdnlab.edge.cli import register
+
+    bad = tmp_path / "catalog.toml"
+    bad.write_text(DEFAULT_PATH.read_text().replace("minify_json = true", "minify_json = 3", 1))
+    parser = argparse.ArgumentParser(prog="cdnlab edge")
+    register(parser)
+    quick = ["--listen", "127.0.0.1:1", "--admin-listen", "127.0.0.1:2", "--store", str(tmp_path / "s")]
+    args = parser.parse_args(["check", *quick, "--upstream", "http://127.0.0.1:3"])
+    monkeypatch.setenv(CATALOG_ENV, str(bad))
+    default_catalog.cache_clear()
+    try:
+        assert args.func(args) == 2
+    finally:
+        monkeypatch.delenv(CATALOG_ENV)
+        default_catalog.cache_clear()
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cdnlab edge: config error: policy catalog: class[3].minify_json"), err
+    assert args.func(args) == 0
