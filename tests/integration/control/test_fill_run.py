@@ -329,3 +329,28 @@ def test_resume_corrupt_and_unplayable(fleet: Fleet) -> None:
     assert any("not playable" in e and "trun" in e for e in out["errors"])
     ok = [k for k in plan if k not in (CORRUPT, UNPLAYABLE)]
     assert all(inv[k]["sha256"] == plan[k]["sha256"] for k in ok)
+
+
+def test_removals_are_purged(fleet: Fleet) -> None:
+    """A title dropped from the content set is removed from the appliance by its next fill."""
+    e1 = fleet.edges["e1"]
+    assert any(k.startswith("/content/t0002/") for k in _inventory(e1))
+    pop = {"t0009": 100, "t0001": 10, "t0006": 1, "t0007": 1}
+    shutil.move(str(fleet.www / "content/t0002"), str(fleet.root / "t0002-retired"))
+    try:
+        _relicense(fleet.control, fleet.www, pop)
+        deadline = time.monotonic() + 10  # the daemon's inventory report reaches the control plane
+        while time.monotonic() < deadline:
+            plan = get_json(f"{fleet.control}/v1/fill/plan?appliance=e1")
+            if plan["remove"]:
+                break
+            time.sleep(0.2)
+        assert {"key": None, "prefix": "/content/t0002/240p/"} in plan["remove"]
+        assert {"key": "/content/t0002/manifest.mpd", "prefix": None} in plan["remove"]
+        code, out = fleet.fill("e1", "--now", "--json")
+        assert code == 0, out
+        assert isinstance(out, dict) and out["removed"] >= 1
+        assert not [k for k in _inventory(e1) if k.startswith("/content/t0002/")]
+        assert any(k.startswith("/content/t0001/") for k in _inventory(e1))
+    finally:
+        shutil.move(str(fleet.root / "t0002-retired"), str(fleet.www / "content/t0002"))
