@@ -287,6 +287,11 @@ class FillRun:
             p.objects_done += 1
             p.objects_skipped += 1
             return
+        tiers = [t for t in self.config.tiers if t.kind != "ram"] or list(self.config.tiers)
+        largest = max(t.capacity for t in tiers)
+        if o.size > largest:  # refuse before downloading: the partial would fill a disk for nothing
+            self._fail(o, "failed", f"{o.key}: {o.size} bytes is more than any disk holds ({largest})")
+            return
         errors: list[str] = []
         part, _ = partials.paths(o.key)
         for src in [*peer_sources, *self.sources]:
