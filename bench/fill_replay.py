@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ from cdnlab.control.popularity import HISTORY_DAYS, _released, decayed, features
 from cdnlab.control.viewing_history import generate_history
 from cdnlab.eviction import DEFAULT_POLICY, get_policy
 
+# scikit-learn's joblib notice, once per tree and prediction: noise in a benchmark's output.
+warnings.filterwarnings("ignore", message=".*sklearn.utils.parallel.delayed.*")
 PROFILES = [p for p, _ in LADDER]
 SHARES = np.array([PROFILE_SHARE[p] for p in PROFILES]) / sum(PROFILE_SHARE[p] for p in PROFILES)
 
