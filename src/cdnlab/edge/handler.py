@@ -181,9 +181,13 @@ class Handler:
             # Revalidate in the background, collapsed; at the fetch cap serve it unrevalidated.
             if not (self.fetch_cap and self._capped(key, hdrs)):
                 self.w.fetch(key, key, stale=meta)
-            self.render(resp, meta, hdrs, self.swr_status, close_hdr, handle=handle, body=body)
             resp.cache_status = "stale"
             resp.tier = meta.tier
+            plan = self.codec.plan(key, meta)
+            if plan is None or not self.codec.serve(
+                self, conn, resp, key, obj, plan, hdrs, ae, self.swr_status, close_hdr
+            ):
+                self.render(resp, meta, hdrs, self.swr_status, close_hdr, handle=handle, body=body)
             return
         self._miss(conn, resp, key, path, hdrs, close_hdr, url, stale=obj, ae=ae)
 

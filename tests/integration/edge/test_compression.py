@@ -25,6 +25,7 @@ from .edgecheck import config_toml, ours
 ORIGIN = """
         location /cmp/pre/ { add_header Content-Encoding gzip; }
         location /cmp/short/ { add_header Cache-Control "max-age=1"; }
+        location /cmp/swr/ { add_header Cache-Control "max-age=1, stale-while-revalidate=60"; }
         location /cmp/change/ { open_file_cache off; add_header Cache-Control "max-age=1"; }
         location /cmp/keep/ { add_header Cache-Control "public, max-age=600, no-transform"; }
         location /api/cmp/keep/ { add_header Cache-Control "public, max-age=600, no-transform"; }
@@ -306,6 +307,20 @@ def test_changed_content_after_purge_gets_a_new_variant(cmp: tuple[Nginx, Edge])
     # A purge by prefix takes the variants along.
     assert e.post("/purge", json.dumps({"prefix": "/cmp/purged/"}).encode(), auth)[0] == 200
     assert variant_keys(e, path) == [] and path not in e.inventory_keys()
+
+
+def test_stale_while_revalidate_answers_with_the_variant(cmp: tuple[Nginx, Edge]) -> None:
+    origin, e = cmp
+    path = "/cmp/swr/app.css"
+    origin.put(path, TEXT)
+    _, h, first = get(e, path, "br")
+    assert h["content-encoding"] == "br"
+    e.wait_stored(path)
+    time.sleep(1.5)
+    status, h, body = get(e, path, "br")
+    assert status == 200 and h["content-encoding"] == "br" and body == first
+    assert ours(h) == {"hit": True, "detail": "stale-while-revalidate"}, h["cache-status"]
+    assert "accept-encoding" in h["vary"].lower()
 
 
 def test_changed_upstream_bytes_never_get_the_old_variant(cmp: tuple[Nginx, Edge]) -> None:
