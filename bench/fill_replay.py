@@ -4,10 +4,12 @@ its cap.
 **Replay** (``--replay``, the default). The control plane's seeded catalog and viewing history
 (``content_catalog``, ``viewing_history``: release spikes, weekly rhythm, languages, holidays)
 over WARMUP + DAYS days; the last DAYS are replayed in each region, one appliance per region of
-CAPACITY (a share of the bytes licensed there). Every view asks for one unit (a title in one
-profile, chosen by the planner's profile shares) and is served a random 10-100 % of it. Three
-appliances see the same requests, at equal capacity, with the same eviction policy
-(``cdnlab.eviction``, the daemon's code):
+CAPACITY (a share of the bytes licensed there). Every view is a session on one unit (a title in
+one profile, chosen by the planner's profile shares) watching 10-100 minutes, a movie from its
+start and a series from anywhere; the cache objects are CHUNK-MINUTES pieces of a unit (what a
+segment cache holds), or whole units with ``--chunk-minutes 0``. The appliances see the same
+requests, at equal capacity, with the same eviction policy (``cdnlab.eviction``, the daemon's
+code):
 
 - *reactive*: misses are admitted by the policy (warmed up on the week before);
 - *planned*: each night the forest (trained once on the warm-up days) predicts tomorrow from

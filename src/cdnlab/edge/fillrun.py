@@ -156,6 +156,28 @@ class FillRun:
         if final:
             log.info("fill %s: %s", p.state, p.model_dump_json(exclude={"storage", "health"}))
 
+    async def report_waiting(self, seconds: float) -> None:
+        """Tell the control plane the run waits for its window (no store opened, nothing fetched)."""
+        import aiohttp
+
+        p = self.progress
+        p.state = "waiting"
+        p.updated_at = time.time()
+        p.errors = [f"outside the fill window; it opens in {seconds / 60:.0f} min"]
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s,
+                s.post(
+                    f"{self.control}/v1/fill/progress",
+                    data=p.model_dump_json(),
+                    headers={"Content-Type": "application/json", **self.headers},
+                ),
+            ):
+                pass
+        except Exception as exc:  # informative only
+            log.warning("progress report failed: %s", exc)
+        p.state, p.errors = "running", []
+
     async def _reporter(self, session: Any) -> None:
         while True:
             await asyncio.sleep(PROGRESS_EVERY)
@@ -424,6 +446,8 @@ async def _main(run: FillRun, args: argparse.Namespace, window: tuple[int, int] 
             window = parse_window(plan.window or DEFAULT_WINDOW)
         run.window = window
         wait = until_open(window, run.clock())
+        if wait > 0:
+            await run.report_waiting(wait)
         if wait > 0 and not args.wait:
             print(
                 f"outside the fill window {args.window or _fmt(window)} (local time {run.clock():%H:%M}); "

@@ -229,6 +229,7 @@ def test_plan_endpoint_and_window(fleet: Fleet) -> None:
     assert code == 0 and "outside the fill window" in str(out)
     assert len(fleet.origin_log()) == before
     assert _inventory(fleet.edges["e1"]) == {}
+    assert get_json(f"{fleet.control}/v1/fill/status?appliance=e1")[0]["state"] == "waiting"
 
 
 def test_fill_rate_capped_verified_and_serving(fleet: Fleet) -> None:
