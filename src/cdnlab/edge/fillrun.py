@@ -40,6 +40,12 @@ DEFAULT_WINDOW = "02:00-06:00"
 PROGRESS_EVERY = 2.0
 
 
+def _timeout(seconds: float) -> Any:
+    import aiohttp
+
+    return aiohttp.ClientTimeout(total=seconds)
+
+
 def parse_window(text: str) -> tuple[int, int]:
     """``HH:MM-HH:MM`` → (start, end) in minutes after local midnight; start == end is all day."""
     m = _WINDOW.match(text.strip())
@@ -140,7 +146,7 @@ class FillRun:
         p.storage = await loop.run_in_executor(None, self._storage)
         admin = self.config.admin.listen
         with contextlib.suppress(Exception):
-            async with session.get(f"http://{admin}/healthz", timeout=2) as resp:
+            async with session.get(f"http://{admin}/healthz", timeout=_timeout(2)) as resp:
                 h = await resp.json(content_type=None)
                 p.health = {k: h[k] for k in ("state", "storage", "disks") if k in h}
         try:
@@ -199,7 +205,7 @@ class FillRun:
         out: dict[str, list[Any]] = {}
         for peer in plan.peers:
             try:
-                async with session.get(f"{peer.admin_url}/inventory", timeout=10) as resp:
+                async with session.get(f"{peer.admin_url}/inventory", timeout=_timeout(10)) as resp:
                     inv = await resp.json(content_type=None) if resp.status == 200 else {}
             except Exception as exc:
                 log.info("peer %s: inventory unavailable (%s)", peer.id, exc)
