@@ -399,7 +399,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--origin", action="append", default=[], metavar="URL", help="origin URL (repeatable)")
     p.add_argument("--no-peers", action="store_true", help="never fill from peers")
-    p.add_argument("--json", action="store_true", help="print the final progress report as JSON")
+    p.add_argument("--json", action="store_true", help="print the final report as one line of JSON")
     p.set_defaults(func=_run_cli)
 
 
@@ -477,7 +477,7 @@ async def _main(run: FillRun, args: argparse.Namespace, window: tuple[int, int] 
     finally:
         run.close()
     if args.json:
-        print(json.dumps({**run.progress.model_dump(), "results": run.results}, indent=1))
+        print(json.dumps({**run.progress.model_dump(), "results": run.results}))  # one line
     else:
         p = run.progress
         print(
