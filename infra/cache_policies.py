@@ -39,8 +39,9 @@ def cache_policy_args(c: TtlClass, catalog: Catalog, prefix: str) -> dict:
                 else {"query_string_behavior": "none"}
             ),
             # CloudFront refuses encodings in the key of a policy that caches nothing.
-            "enable_accept_encoding_gzip": c.cacheable and c.compress,
-            "enable_accept_encoding_brotli": c.cacheable and c.compress,
+            # Only the codings the class offers, so a gzip-only class stays gzip-only.
+            "enable_accept_encoding_gzip": c.cacheable and "gzip" in c.codings,
+            "enable_accept_encoding_brotli": c.cacheable and "br" in c.codings,
         },
     }
 
