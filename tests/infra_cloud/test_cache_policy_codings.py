@@ -10,7 +10,7 @@ import pytest
 from cdnlab.policy import catalog as catalog_mod
 
 pytest.importorskip("pulumi_aws")
-from infra.cache_policies import cache_policy_args  # noqa: E402
+from infra.cache_policies import cache_policy_args
 
 CATALOG = Path(catalog_mod.__file__).with_name("catalog.toml")
 
