@@ -54,8 +54,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from cdnlab.control.content_catalog import LADDER, default_regions, generate_catalog
-from cdnlab.control.fill_plan import PROFILE_SHARE, ApplianceSpec, CatalogUnit, Unit, plan
-from cdnlab.control.popularity import HISTORY_DAYS, _released, decayed, features, train
+from cdnlab.control.fill_plan import (
+    PROFILE_SHARE,
+    ApplianceSpec,
+    CatalogUnit,
+    Unit,
+    expected_views,
+    plan,
+    session_bytes,
+)
+from cdnlab.control.popularity import HISTORY_DAYS, _released, features, train
 from cdnlab.control.viewing_history import generate_history
 from cdnlab.eviction import DEFAULT_POLICY, get_policy
 
@@ -81,17 +89,6 @@ class Tally:
         return self.hits[k] / self.total if self.total else float("nan")
 
 
-def expected_views(h, d: int, prob: np.ndarray, ri: int, top: int) -> np.ndarray:
-    """Tomorrow's views per title, as the planner should weigh them: the recent daily rate
-    (decayed counts, half-life 2 days, per day of weight), or — when the forest says a title
-    will be in the top N (a release it has no history for) — that probability times the mean
-    views of today's top N (what a title in it gets), whichever is larger."""
-    w = np.power(0.5, np.arange(d)[::-1] / 2.0).sum()
-    rate = decayed(h.views, d - 1, 2.0)[ri] / w
-    in_top = np.sort(h.views[d - 1, ri])[::-1][: min(top, h.views.shape[2])].mean()
-    return np.maximum(rate, prob * in_top)
-
-
 def replay(args: argparse.Namespace, capacity_share: float) -> dict:
     days_total = args.warmup + args.days
     wanted = args.regions.split(",")
@@ -107,7 +104,7 @@ def replay(args: argparse.Namespace, capacity_share: float) -> dict:
     bps = np.array([b for _, b in LADDER], dtype=float)
     runtime = np.array([t.runtime_min for t in catalog], dtype=float)
     series = np.array([t.type == "series" for t in catalog])
-    session = {p: int(b / 8 * 60 * 55) for p, b in LADDER}  # a mean session: 55 minutes
+    session = session_bytes()  # a mean session: 55 minutes
     rng = np.random.default_rng(args.seed + 1)
     overall, release = Tally(), Tally()
     fill_bytes = {"planned": 0, "both": 0}
@@ -190,7 +187,7 @@ def replay(args: argparse.Namespace, capacity_share: float) -> dict:
                     releases.append(
                         (float(prob[j]), rank, float(h.views[d, ri, j] / max(1, h.views[d, ri].sum())))
                     )
-            popularity = expected_views(h, d, prob, ri, args.top)
+            popularity = expected_views(h.views[:d, ri, :], prob, args.top)
             popularity = {catalog[j].id: float(popularity[j]) for j in licensed}
             p_plan = plan(spec, [spec], units, popularity, held_planned, session_bytes=session)
             p_both = plan(spec, [spec], units, popularity, held_both, session_bytes=session)

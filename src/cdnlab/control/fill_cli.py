@@ -53,8 +53,8 @@ def _plan(args: argparse.Namespace) -> int:
     import numpy as np
 
     from cdnlab.control.content_catalog import LADDER, default_regions, generate_catalog
-    from cdnlab.control.fill_plan import ApplianceSpec, catalog_units, plan
-    from cdnlab.control.popularity import decayed, predict_tomorrow
+    from cdnlab.control.fill_plan import ApplianceSpec, catalog_units, expected_views, plan, session_bytes
+    from cdnlab.control.popularity import predict_tomorrow
     from cdnlab.control.viewing_history import generate_history
 
     regions = default_regions(args.days)
@@ -66,11 +66,8 @@ def _plan(args: argparse.Namespace) -> int:
     history = generate_history(catalog, regions, args.days, args.seed)
     ri = names.index(args.region)
     prob = predict_tomorrow(history, args.top, trees=args.trees, seed=args.seed)[ri]
-    recent = decayed(history.views, history.days - 1, 4.0)[ri]
-    # The forest orders the head; decayed counts order the tail it gives no probability to.
-    popularity = {
-        t.id: float(prob[j] + 0.01 * recent[j] / max(1.0, recent.max())) for j, t in enumerate(catalog)
-    }
+    views = expected_views(history.views[:, ri, :], prob, args.top)
+    popularity = {t.id: float(views[j]) for j, t in enumerate(catalog)}
     tb = 10**12
     site = [
         ApplianceSpec(
@@ -84,7 +81,7 @@ def _plan(args: argparse.Namespace) -> int:
     ]
     units = catalog_units(catalog, LADDER)
     size = {cu.unit: cu.size for cu in units}
-    plans = [plan(a, site, units, popularity, {}, hot=args.hot) for a in site]
+    plans = [plan(a, site, units, popularity, {}, hot=args.hot, session_bytes=session_bytes()) for a in site]
     out = [
         {
             "appliance": p.appliance_id,

@@ -24,7 +24,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from cdnlab.control.content_catalog import Title
+import numpy as np
+
+from cdnlab.control.content_catalog import LADDER, Title
 
 TierKind = Literal["flash", "hdd"]
 FILL_LIMIT: dict[TierKind, float] = {"flash": 0.95, "hdd": 0.85}
@@ -147,3 +149,25 @@ def catalog_units(titles: Iterable[Title], ladder: Iterable[tuple[str, int]]) ->
     """Units of the synthetic catalog: one per title and profile of the ladder."""
     steps = list(ladder)
     return [CatalogUnit(Unit(t.id, p), t.size_bytes(bps), t.regions) for t in titles for p, bps in steps]
+
+
+SESSION_MINUTES = 55  # a mean viewing session, for weighing units by the bytes they serve
+
+
+def session_bytes(minutes: float = SESSION_MINUTES) -> dict[str, int]:
+    """Bytes a session of MINUTES transfers in each profile of the ladder (``plan``'s argument)."""
+    return {p: int(bps / 8 * 60 * minutes) for p, bps in LADDER}
+
+
+def expected_views(views: np.ndarray, prob_top: np.ndarray, top: int, half_life: float = 2.0) -> np.ndarray:
+    """Tomorrow's views per title in one region, as the planner should weigh them.
+
+    VIEWS is [day, title] up to today; PROB_TOP the forest's probability of "in tomorrow's top
+    N". The recent daily rate (counts decayed with HALF_LIFE days, per day of weight) — or, for a
+    title the forest puts in the top N without history to show for it (a release), that
+    probability times the mean views of today's top N — whichever is larger."""
+    days = views.shape[0]
+    w = np.power(0.5, np.arange(days)[::-1] / half_life)
+    rate = np.tensordot(w, views, axes=(0, 0)) / w.sum()
+    in_top = np.sort(views[-1])[::-1][: max(1, min(top, views.shape[1]))].mean()
+    return np.maximum(rate, prob_top * in_top)
