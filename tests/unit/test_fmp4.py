@@ -172,7 +172,10 @@ def test_mpd_templates() -> None:
 def test_real_dash_segments_from_ffmpeg(tmp_path_factory: pytest.TempPathFactory) -> None:
     from cdnlab.lab.content import ensure_content
 
-    content = ensure_content(titles=1, seconds=8, cache_dir=tmp_path_factory.getbasetemp() / "fmp4-content")
+    # The same content set (and cache) as the fill integration test: ffmpeg runs once per session.
+    content = ensure_content(
+        titles=2, seconds=8, cache_dir=tmp_path_factory.getbasetemp() / "fill-content-cache"
+    )
     title = Path(content.root) / "content" / content.titles[0]
     reps = parse_mpd((title / "manifest.mpd").read_bytes())
     mpd_key = f"/content/{content.titles[0]}/manifest.mpd"
