@@ -332,7 +332,25 @@ class Conn:
                             src.subscribe(self)
                             self._stop_write()
                             return
+                        head = src.head
+                        if part.offset < len(head):
+                            # Bytes a fetch also holds in memory (its file may not exist yet).
+                            want = min(limit, len(head)) - part.offset
+                            n = sock_send(memoryview(head)[part.offset : part.offset + want])
+                            part.offset += n
+                            resp.sent += n
+                            if part.offset >= part.end:
+                                part.release()
+                                parts.popleft()
+                            elif n < want:
+                                self._want_write()
+                                return
+                            continue
                         fd = part.handle.fd
+                        if fd < 0:  # past the bytes in memory, before the file: wait for it
+                            src.subscribe(self)
+                            self._stop_write()
+                            return
                     n = os.sendfile(self.fd, fd, part.offset, min(limit - part.offset, _SENDFILE_CHUNK))
                     if n == 0:
                         self.abort()  # the file is shorter than its index says: never pad or guess

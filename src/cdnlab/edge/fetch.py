@@ -94,6 +94,7 @@ class Fetch:
         self.meta: ObjectMeta | None = None
         self.handle: FileHandle = FileHandle(-1)
         self.written = 0
+        self.head = b""  # the first bytes, also kept in memory (served before the file exists)
         self.failed: str | None = None
         self.stored = False
         self.upstream_status = ""  # the upstream's own Cache-Status, relayed (RFC 9211 §2)
@@ -300,12 +301,32 @@ class Fetch:
         headers = {k: resp.headers[k] for k in STORED_HEADERS if k in resp.headers}
         kept = {k.lower(): v for k, v in resp.headers.items()}  # the store keeps what it needs
         ctype = _safe_content_type(resp.headers.get("Content-Type"))
-        # The first bytes usually come with the headers: take them along to the I/O thread that
-        # creates the file, one hop instead of two.
         first = await resp.read_chunk(_CHUNK)
+        if size is not None and len(first) > size:
+            raise BodyError("upstream sent more than its Content-Length")
+        self.meta = ObjectMeta(
+            size=size if size is not None else -1,
+            etag=resp.headers.get("ETag") or default_etag(size or 0, lm),
+            last_modified=lm,
+            content_type=ctype,
+            stored_at=now,
+            tier="upstream",
+            headers=headers,
+        )
+        if store_it and size is not None and not _fits(worker.store, size):
+            store_it = False  # no healthy disk could hold it: begin() would refuse it
+        self.stored = store_it
+        # The first bytes usually come with the headers (a small object: all of them). Clients get
+        # them from memory at once, while an I/O thread creates the temp file and writes them:
+        # creating a file can wait on the filesystem journal behind other objects' fsyncs, which
+        # must hold up neither the event loop nor the first clients.
+        self.head = first
+        self.written = len(first)
+        # With a digest from upstream, nothing is served until the whole body matches it.
+        digests = upstream_sha256(resp.headers)
+        if size is not None and not digests:
+            self._set_ready("stream")  # clients start now, reading as bytes land
         try:
-            # Creating a file can wait on the filesystem journal behind other objects' fsyncs:
-            # never on the event loop.
             writer: Any = await asyncio.get_running_loop().run_in_executor(
                 worker.io, _begin, worker.store, self.key, size, ctype, first
             )
@@ -315,27 +336,12 @@ class Fetch:
             log.warning("%s: %s; relaying without storing", self.key, exc)
             writer = Unstored(worker.config.state_dir)
             store_it = False
+            self.stored = False
             if first:
                 writer.write(first)
         try:
-            self.handle = FileHandle(os.dup(writer.fileno()))
-            self.meta = ObjectMeta(
-                size=size if size is not None else -1,
-                etag=resp.headers.get("ETag") or default_etag(size or 0, lm),
-                last_modified=lm,
-                content_type=ctype,
-                stored_at=now,
-                tier="upstream",
-                headers=headers,
-            )
-            self.stored = store_it
-            self.written = len(first)  # already in the file: the first clients get it at once
-            if size is not None and self.written > size:
-                raise BodyError("upstream sent more than its Content-Length")
-            # With a digest from upstream, nothing is served until the whole body matches it.
-            digests = upstream_sha256(resp.headers)
-            if size is not None and not digests:
-                self._set_ready("stream")  # clients start now, reading as bytes land
+            # The spans already handed out hold this handle: it gets its descriptor now.
+            self.handle.fd = os.dup(writer.fileno())
             loop = asyncio.get_running_loop()
             while chunk := await resp.read_chunk(_CHUNK):
                 try:
@@ -375,6 +381,10 @@ class Fetch:
         except BaseException:
             writer.abort()
             raise
+
+
+def _fits(store: Any, size: int) -> bool:
+    return any(cap >= size for kind in ("ram", "flash", "hdd") for _, cap in store.disks_of(kind))
 
 
 def _safe_content_type(value: str | None) -> str:

@@ -64,6 +64,7 @@ class Source(Protocol):
     written: int
     failed: str | None
     handle: FileHandle
+    head: bytes  # the first ``len(head)`` bytes, also in memory
 
     def subscribe(self, waiter: object) -> None: ...
 
