@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 FILL = (
     "runuser -u cdnlab -- /opt/cdnlab/venv/bin/cdnlab fill run --config /etc/cdnlab/edge.toml "
-    "--now --json --parallel 2"
+    "--control {control} --now --json --parallel 2"
 )
 
 
@@ -51,7 +51,7 @@ def run(lab: HostLab) -> None:
     names = [n for n, _ in lab.topo.appliances()]
     running = {
         n: subprocess.Popen(
-            [*lab.host(n).ssh_base, f"root@{lab.host(n).address}", FILL],
+            [*lab.host(n).ssh_base, f"root@{lab.host(n).address}", FILL.format(control=lab.control_url())],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

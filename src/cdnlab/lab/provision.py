@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -36,10 +37,23 @@ def ansible_env(workdir: Path, repo: Path) -> dict[str, str]:
     }
 
 
+def snapshot_source(repo: Path, dest: Path) -> Path:
+    """A copy of what the wheel is built from (and of the alerting rules), taken once per run, so
+    edits to the working tree while the lab runs cannot change what the hosts get halfway."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(repo / name, dest / name)
+    shutil.copytree(repo / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(repo / "monitoring" / "prometheus", dest / "monitoring" / "prometheus")
+    return dest
+
+
 def write_inventory(lab: HostLab) -> Path:
     from cdnlab.lab.hostlab import REPO
 
     assert lab.content is not None
+    source = snapshot_source(REPO, lab.workdir / "source")
     catalog = lab.workdir / "catalog.toml"
     catalog.write_text(lab.content.catalog_toml())
     wheelhouse = wheelhouse_archive(REPO, progress=lab._progress)
@@ -47,7 +61,7 @@ def write_inventory(lab: HostLab) -> Path:
         lab.topo,
         lab.lab,
         origin_url=lab.origin_url,
-        repo=REPO,
+        repo=source,
         wheelhouse=wheelhouse,
         build_dir=lab.workdir / "wheel",
         catalog=catalog,
