@@ -333,7 +333,7 @@ class HostLab:
                 check=False,
             )
             (self.workdir / "infra-apply.log").write_text(proc.stdout + proc.stderr)
-            m = re.search(r"created (\d+) resources", proc.stdout)
+            m = re.search(r"created (\d+) resources", proc.stdout + proc.stderr)
             created = f"{m.group(1)} resources created" if m else ""
             ok = proc.returncode == 0 and out_file.exists()
             g.check(
