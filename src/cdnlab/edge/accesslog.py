@@ -7,6 +7,7 @@ with one ``write`` on an ``O_APPEND`` descriptor, so lines from several workers 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +18,8 @@ _BATCH = 256
 
 class AccessLog:
     def __init__(self, path: Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self.path = Path(path)
+        self._fd = self._open()
         self._buf: list[str] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="accesslog")
 
@@ -51,11 +52,34 @@ class AccessLog:
         if len(self._buf) >= _BATCH:
             self.flush()
 
+    def _open(self) -> int:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+    def reopen(self) -> None:
+        """Open the path again (SIGHUP after logrotate moved the file); lines already buffered
+        go to the old file, later ones to the new. The swap runs on the writer thread, in order
+        with the writes, so no line is lost or written to a closed descriptor."""
+        self.flush()
+        self._pool.submit(self._swap)
+
+    def _swap(self) -> None:
+        try:
+            fd = self._open()
+        except OSError as exc:
+            logging.getLogger("cdnlab.edge.accesslog").error("cannot reopen %s: %s", self.path, exc.strerror)
+            return
+        old, self._fd = self._fd, fd
+        os.close(old)
+
+    def _write(self, data: bytes) -> None:
+        os.write(self._fd, data)
+
     def flush(self) -> None:
         if self._buf:
             data = "".join(self._buf).encode("utf-8", "replace")
             self._buf.clear()
-            self._pool.submit(os.write, self._fd, data)
+            self._pool.submit(self._write, data)
 
     def close(self) -> None:
         self.flush()

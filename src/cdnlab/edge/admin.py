@@ -95,6 +95,16 @@ class _Collector:
         for reason, n in sorted(s["refused"].items()):
             ref.add_metric([reason], n)
         yield ref
+        tls = s.get("tls", {})
+        hs = CounterMetricFamily(
+            "cdnlab_tls_handshakes", "TLS handshakes on the client port", labels=["result"]
+        )
+        hs.add_metric(["ok"], tls.get("handshakes", 0))
+        hs.add_metric(["failed"], tls.get("failed", 0))
+        yield hs
+        yield CounterMetricFamily(
+            "cdnlab_tls_resumed", "TLS handshakes that resumed a session", value=tls.get("resumed", 0)
+        )
         yield GaugeMetricFamily("cdnlab_workers", "Worker processes alive", value=m.workers_alive())
         yield from _storage_metrics(m, s)
         yield from compression_metrics(s)

@@ -175,6 +175,68 @@ class LogConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class TLSCertificate(_Strict):
+    """One certificate chain and its key; chosen when the client's SNI matches ``server_names``."""
+
+    cert: Path
+    key: Path
+    # Exact names or "*.example.com"; empty: the DNS names of the certificate's subjectAltName.
+    server_names: list[str] = Field(default_factory=list)
+    default: bool = False  # for clients without SNI or with an unknown name (else: the first pair)
+
+    @field_validator("cert", "key")
+    @classmethod
+    def _exists(cls, v: Path) -> Path:
+        if not v.is_file():
+            raise ValueError(f"no such file: {str(v)!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _loads(self) -> TLSCertificate:
+        from cdnlab.edge.tls import check_pair
+
+        check_pair(self.cert, self.key)  # ValueError naming the file and what is wrong
+        return self
+
+
+class TLSConfig(_Strict):
+    """HTTPS on listeners of its own (docs/edge.md, "TLS"); plain HTTP stays on ``listen``."""
+
+    listen: list[str] = Field(default_factory=list)
+    certificates: list[TLSCertificate] = Field(default_factory=list)
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    # TLS 1.2 suites (OpenSSL syntax); TLS 1.3 suites are all AEAD and left to OpenSSL.
+    ciphers: str = "ECDHE+AESGCM:ECDHE+CHACHA20"
+    session_tickets: bool = True
+    # Tickets sent after a TLS 1.3 handshake (each lets the client resume once).
+    tls13_tickets: int = Field(default=2, ge=0, le=16)
+    # Time a client has to finish its handshake.
+    handshake_timeout: float = Field(default=10.0, gt=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: list[str]) -> list[str]:
+        return [_check_hostport(x) for x in v]
+
+    @field_validator("ciphers")
+    @classmethod
+    def _ciphers(cls, v: str) -> str:
+        from cdnlab.edge.tls import check_ciphers
+
+        check_ciphers(v)
+        return v
+
+    @model_validator(mode="after")
+    def _pairs(self) -> TLSConfig:
+        if self.listen and not self.certificates:
+            raise ValueError("tls.listen needs at least one [[tls.certificates]] pair")
+        if self.certificates and not self.listen:
+            raise ValueError("[[tls.certificates]] need a tls.listen address")
+        if sum(c.default for c in self.certificates) > 1:
+            raise ValueError("only one certificate may be the default")
+        return self
+
+
 class EdgeConfig(_Strict):
     role: Literal["edge", "shield"] = "edge"
     id: str = "edge-1"
@@ -192,11 +254,19 @@ class EdgeConfig(_Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    tls: TLSConfig = Field(default_factory=TLSConfig)
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: list[str]) -> list[str]:
         return [_check_hostport(x) for x in v]
+
+    @model_validator(mode="after")
+    def _tls_ports(self) -> EdgeConfig:
+        clash = set(self.tls.listen) & {*self.listen, self.admin.listen}
+        if clash:
+            raise ValueError(f"tls.listen {sorted(clash)[0]} is also a plain or admin listener")
+        return self
 
     @field_validator("upstreams")
     @classmethod

@@ -70,6 +70,8 @@ class Conn:
         "worker",
         "write_stalled_since",
     )
+    # TLS connections (tlsconn.py) replace this with read-and-encrypt.
+    sendfile = staticmethod(os.sendfile)
 
     def __init__(self, worker: Worker, sock: socket.socket, client: str) -> None:
         self.worker = worker
@@ -351,7 +353,7 @@ class Conn:
                             src.subscribe(self)
                             self._stop_write()
                             return
-                    n = os.sendfile(self.fd, fd, part.offset, min(limit - part.offset, _SENDFILE_CHUNK))
+                    n = self.sendfile(self.fd, fd, part.offset, min(limit - part.offset, _SENDFILE_CHUNK))
                     if n == 0:
                         self.abort()  # the file is shorter than its index says: never pad or guess
                         return

@@ -90,7 +90,7 @@ class Master:
                 stale.unlink()
         except OSError as exc:
             raise StartupError(f"state_dir {cfg.state_dir}: {exc.strerror}") from None
-        for addr in (*cfg.listen, cfg.admin.listen):
+        for addr in (*cfg.listen, *cfg.tls.listen, cfg.admin.listen):
             try:
                 bind(addr).close()
             except OSError as exc:
@@ -255,6 +255,13 @@ class Master:
             if p.poll() is None:
                 p.send_signal(signal.SIGUSR1)
 
+    def reload(self) -> None:
+        """SIGHUP: every worker reloads its TLS certificates and reopens the access log."""
+        log.info("SIGHUP: workers reload TLS certificates and reopen the access log")
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGHUP)
+
     def undrain(self) -> None:
         if self.state == "serving":
             return
@@ -324,6 +331,7 @@ def serve(config: EdgeConfig) -> int:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, master.reload)
         master.spawn_all()
         # The admin API opens only once every worker listens, so "admin answers" means "serving".
         if not await master.wait_ready(STARTUP_TIMEOUT):

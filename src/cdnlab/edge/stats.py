@@ -51,6 +51,8 @@ class WorkerStats:
         self.integrity: defaultdict[str, int] = defaultdict(int)
         # Compression and rewrites (cdnlab.edge.compress): variants built, served, bytes saved.
         self.compress: defaultdict[str, int] = defaultdict(int)
+        # TLS handshakes (tlsconn.py): handshakes (completed), resumed (of those), failed.
+        self.tls: defaultdict[str, int] = defaultdict(int)
 
     def request(self, status: int, cache_status: str, tier: str, nbytes: int, seconds: float) -> None:
         self.requests[(status, cache_status)] += 1
@@ -86,6 +88,7 @@ class WorkerStats:
             "upstream_health": self.upstream_health,
             "integrity": dict(self.integrity),
             "compress": dict(self.compress),
+            "tls": dict(self.tls),
         }
 
     def publish(self, path: Path) -> None:
@@ -110,6 +113,7 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         "upstream_health": {},
         "integrity": defaultdict(int),
         "compress": defaultdict(int),
+        "tls": defaultdict(int),
     }
     for snap in snapshots:
         # An upstream is healthy only if no live worker has it marked down.
@@ -132,6 +136,8 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
             out["integrity"][where] += n
         for what, n in snap.get("compress", {}).items():
             out["compress"][what] += n
+        for what, n in snap.get("tls", {}).items():
+            out["tls"][what] += n
         for k in ("connections", "accepted", "timeouts", "signature_refused"):
             out[k] += snap.get(k, 0)
     return out

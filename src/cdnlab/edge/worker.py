@@ -19,7 +19,7 @@ import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cdnlab.edge.accesslog import AccessLog
 from cdnlab.edge.commitq import GroupCommitter
@@ -37,6 +37,9 @@ from cdnlab.edge.shm import SharedState, key_hash
 from cdnlab.edge.stats import WorkerStats
 from cdnlab.edge.store import Store
 from cdnlab.policy import cache_key_query, classify
+
+if TYPE_CHECKING:
+    from cdnlab.edge.tls import TLSContexts
 
 log = logging.getLogger("cdnlab.edge.worker")
 
@@ -135,6 +138,11 @@ class Worker:
         self.limiter = Limiter(config.limits)
         self.max_conns = connection_cap(config.limits)  # under the open-file limit, with room to spare
         self.handler = Handler(self)
+        self.tls: TLSContexts | None = None
+        if config.tls.certificates:
+            from cdnlab.edge.tls import TLSContexts
+
+            self.tls = TLSContexts(config.tls)
         self._hot: dict[str, HotObject] = {}
         self._hot_bytes = 0
         self._seen_seq = self.shm.seq
@@ -293,7 +301,7 @@ class Worker:
     def forget(self, conn: Conn) -> None:
         self.conns.discard(conn)
 
-    def _accept(self, lsock: socket.socket) -> None:
+    def _accept(self, lsock: socket.socket, tls: bool = False) -> None:
         for _ in range(64):
             try:
                 sock, addr = lsock.accept()
@@ -303,16 +311,42 @@ class Worker:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     log.error("accept: %s; pausing accepts for 100 ms", exc.strerror)
                     self.loop.remove_reader(lsock.fileno())
-                    self.loop.call_later(0.1, self._resume_accept, lsock)
+                    self.loop.call_later(0.1, self._resume_accept, lsock, tls)
                 return
             sock.setblocking(False)
             if len(self.conns) >= self.max_conns:
-                self._over_capacity(sock)
+                if tls:  # no plaintext 503 into a TLS handshake
+                    self.stats.refused["capacity"] += 1
+                    sock.close()
+                else:
+                    self._over_capacity(sock)
                 continue
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.stats.accepted += 1
-            self.conns.add(Conn(self, sock, addr[0] if isinstance(addr, tuple) else str(addr)))
+            client = addr[0] if isinstance(addr, tuple) else str(addr)
+            if tls:
+                self._accept_tls(sock, client)
+            else:
+                self.conns.add(Conn(self, sock, client))
+
+    def _accept_tls(self, sock: socket.socket, client: str) -> None:
+        from cdnlab.edge.tlsconn import TLSConn
+
+        assert self.tls is not None
+        try:
+            self.conns.add(TLSConn(self, sock, client, self.tls))
+        except OSError:
+            self.stats.tls["failed"] += 1
+            sock.close()
+
+    def reload(self) -> None:
+        """SIGHUP (the master passes it on): new TLS certificates for new handshakes, and the
+        access log reopened at its path (after rotation). Open connections carry on."""
+        if self.tls is not None:
+            self.tls.reload()
+        if self.access is not None:
+            self.access.reopen()
 
     def _over_capacity(self, sock: socket.socket) -> None:
         """Full (worker_connections): a best-effort 503 without reading the request, then close;
@@ -322,9 +356,9 @@ class Worker:
             sock.send(_FULL)
         sock.close()
 
-    def _resume_accept(self, lsock: socket.socket) -> None:
+    def _resume_accept(self, lsock: socket.socket, tls: bool = False) -> None:
         if not self.draining and lsock.fileno() >= 0:
-            self.loop.add_reader(lsock.fileno(), self._accept, lsock)
+            self.loop.add_reader(lsock.fileno(), self._accept, lsock, tls)
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -373,6 +407,11 @@ class Worker:
             lsock = bind(addr)
             self._listeners.append(lsock)
             self.loop.add_reader(lsock.fileno(), self._accept, lsock)
+        for addr in self.config.tls.listen:
+            lsock = bind(addr)
+            self._listeners.append(lsock)
+            self.loop.add_reader(lsock.fileno(), self._accept, lsock, True)
+        self.loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.loop.add_signal_handler(signal.SIGTERM, self.drain)
         self.loop.add_signal_handler(signal.SIGUSR1, self.drain)
         self.loop.add_signal_handler(signal.SIGINT, self.drain)
