@@ -10,6 +10,7 @@ _EXAMPLE = """examples:
   cdnlab edge serve --config /etc/cdnlab/edge.toml
   cdnlab edge serve --listen 127.0.0.1:8080 --admin-listen 127.0.0.1:8081 \\
       --store /var/cache/cdnlab --upstream http://127.0.0.1:9000 --upstream http://127.0.0.1:9001
+  cdnlab edge serve ... --tls-listen 0.0.0.0:443 --tls-cert fullchain.pem --tls-key key.pem
   cdnlab edge check --config /etc/cdnlab/edge.toml     # validate only (exit 2 on a bad key)
   cdnlab edge scrub --config /etc/cdnlab/edge.toml --rate 200M   # one integrity pass now"""
 
@@ -36,6 +37,9 @@ def register(parser: argparse.ArgumentParser) -> None:
             default=[],
             help="upstream (origin or shield) URL, in failover order; repeatable",
         )
+        p.add_argument("--tls-listen", metavar="HOST:PORT", help="HTTPS listener (quick form)")
+        p.add_argument("--tls-cert", metavar="FILE", help="certificate chain (PEM) for --tls-listen")
+        p.add_argument("--tls-key", metavar="FILE", help="private key (PEM) for --tls-cert")
         p.add_argument("--role", choices=["edge", "shield"], default="edge")
         p.add_argument("--workers", type=int, default=1, help="worker processes (quick form, default 1)")
         p.add_argument("--capacity", default="10G", help="capacity of the quick-form tier (default 10G)")
@@ -78,14 +82,17 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     except CatalogError as exc:
         raise cfg.ConfigError(f"policy catalog: {exc}") from None
     quick = [args.listen, args.admin_listen, args.store]
+    tls = [args.tls_listen, args.tls_cert, args.tls_key]
     if args.config:
-        if any(quick) or args.upstream:
+        if any(quick) or args.upstream or any(tls):
             raise cfg.ConfigError("use either --config or the quick flags, not both")
         return cfg.load(args.config)
     if not all(quick) or not args.upstream:
         raise cfg.ConfigError(
             "need --config FILE, or all of --listen, --admin-listen, --store and at least one --upstream"
         )
+    if any(tls) and not all(tls):
+        raise cfg.ConfigError("--tls-listen, --tls-cert and --tls-key go together")
     return cfg.quick(
         args.listen,
         args.admin_listen,
@@ -94,6 +101,7 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         role=args.role,
         workers=args.workers,
         capacity=args.capacity,
+        tls=tuple(tls) if all(tls) else None,
     )
 
 

@@ -298,6 +298,7 @@ def quick(
     role: str = "edge",
     workers: int = 1,
     capacity: str = "10G",
+    tls: tuple[str, str, str] | None = None,
 ) -> EdgeConfig:
     """The quick form: one flash tier in STORE, the index beside it."""
     store = Path(store)
@@ -310,5 +311,7 @@ def quick(
             "state_dir": str(store / "state"),
             "tiers": [{"path": str(store / "flash0"), "kind": "flash", "capacity": capacity}],
             "admin": {"listen": admin_listen},
+            # (listen, cert, key): one certificate, the default for every name.
+            "tls": {"listen": [tls[0]], "certificates": [{"cert": tls[1], "key": tls[2]}]} if tls else {},
         }
     )

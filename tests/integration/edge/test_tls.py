@@ -61,7 +61,9 @@ def tls_connect(port: int, sni: str | None, ctx: ssl.SSLContext | None = None, *
     return (ctx or client_ctx()).wrap_socket(raw, server_hostname=sni, **kw)  # type: ignore[arg-type]
 
 
-def https(port: int, sni: str = "a.test", ctx: ssl.SSLContext | None = None) -> http.client.HTTPSConnection:
+def https(
+    port: int, sni: str | None = "a.test", ctx: ssl.SSLContext | None = None
+) -> http.client.HTTPSConnection:
     ctx = ctx or client_ctx()
     conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=15)
     # Connected here, with the SNI we want rather than "127.0.0.1".
@@ -350,3 +352,28 @@ def test_bad_certificate_path_exits_2(tmp_path: Path, certs: Path) -> None:
             assert len(lines) == 1 and "tls." in lines[0], (what, lines)
         if what == "missing":
             assert "tls.certificates.0.cert" in lines[0] and "nope.crt" in lines[0]
+
+
+def test_quick_flags(tmp_path: Path, certs: Path, origin: Nginx) -> None:
+    data = origin.put("/tls/quick.bin", 100_000)
+    port = free_port()
+    flags = ["--tls-listen", f"127.0.0.1:{port}", "--tls-cert", str(certs / "b.test.crt")]
+    flags += ["--tls-key", str(certs / "b.test.key")]
+    with edge(tmp_path / "quick", [origin.url], extra_args=flags) as e:
+        wait_until(lambda: _can_connect(port), 10)
+        conn = https(port, sni=None)
+        conn.request("GET", "/tls/quick.bin")
+        r = conn.getresponse()
+        assert r.status == 200 and r.read() == data
+        assert conn.sock.getpeercert(binary_form=True) == der(certs / "b.test.crt")
+        conn.close()
+        assert e.proc.poll() is None
+    args = ["edge", "check", "--listen", "127.0.0.1:1", "--admin-listen", "127.0.0.1:2"]
+    args += ["--store", str(tmp_path / "s"), "--upstream", origin.url, "--tls-listen", "127.0.0.1:3"]
+    p = subprocess.run(
+        [*CDNLAB, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 2 and "--tls-cert" in p.stderr, p.stderr
