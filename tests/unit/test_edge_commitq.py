@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cdnlab.edge import store as store_mod
-from cdnlab.edge.commitq import GroupCommitter
+from cdnlab.edge.commitq import STORE_NICE, GroupCommitter
 from cdnlab.edge.config import TierConfig
 from cdnlab.edge.placement import key_digest
 from cdnlab.edge.store import (
@@ -124,3 +125,16 @@ def test_group_committer_answers_each_fill(store: Store) -> None:
     with pytest.raises(RuntimeError):
         committer.submit(late, CommitArgs())
     late.abort()
+
+
+def test_store_threads_yield_to_the_event_loop(store: Store) -> None:
+    if os.getpriority(os.PRIO_PROCESS, 0) >= STORE_NICE:
+        pytest.skip("this test process already runs at a nice value of 10 or more")
+    committer = GroupCommitter(sync_threads=2)
+    w = store.begin("/nice", 1)
+    w.write(b"x")
+    committer.submit(w, CommitArgs()).result(timeout=30)
+    (thread,) = [t for t in threading.enumerate() if t.name == "store-commit" and t.is_alive()]
+    assert thread.native_id is not None
+    assert os.getpriority(os.PRIO_PROCESS, thread.native_id) >= STORE_NICE
+    committer.close(timeout=10)

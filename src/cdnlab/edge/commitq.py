@@ -12,6 +12,7 @@ never served from the store before it is indexed.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,6 +23,9 @@ from cdnlab.edge.store import CommitArgs, Writer, commit_group
 log = logging.getLogger("cdnlab.edge.commitq")
 
 MAX_BATCH = 64
+# Store threads run at a lower CPU priority than the event loop: when the cores are busy, clients
+# are served first and commits (which no client waits for) catch up.
+STORE_NICE = 10
 SYNC_THREADS = 8  # fsyncs of one group in flight together (each waits on a device flush)
 
 
@@ -46,7 +50,9 @@ class GroupCommitter:
             self._queue.append((writer, args, fut))
             if self._thread is None:
                 if self._sync_threads > 1:
-                    self._pool = ThreadPoolExecutor(self._sync_threads, thread_name_prefix="store-fsync")
+                    self._pool = ThreadPoolExecutor(
+                        self._sync_threads, thread_name_prefix="store-fsync", initializer=lower_priority
+                    )
                 self._thread = threading.Thread(target=self._run, name="store-commit", daemon=True)
                 self._thread.start()
             self._cond.notify()
@@ -62,6 +68,7 @@ class GroupCommitter:
             thread.join(timeout)
 
     def _run(self) -> None:
+        lower_priority()
         while True:
             with self._cond:
                 while not self._queue and not self._closed:
@@ -86,3 +93,11 @@ class GroupCommitter:
                     fut.set_exception(result)
                 else:
                     fut.set_result(result)
+
+
+def lower_priority() -> None:
+    """Make the calling thread yield the CPU to the event loop (Linux: nice is per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), STORE_NICE)
+    except OSError as exc:  # not allowed (a container without CAP_SYS_NICE raising it is fine)
+        log.debug("cannot lower a store thread's priority: %s", exc)

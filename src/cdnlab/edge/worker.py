@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cdnlab.edge.accesslog import AccessLog
-from cdnlab.edge.commitq import GroupCommitter
+from cdnlab.edge.commitq import GroupCommitter, lower_priority
 from cdnlab.edge.config import EdgeConfig
 from cdnlab.edge.conn import Conn
 from cdnlab.edge.fetch import Fetch
@@ -109,7 +109,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()  # fetches under way (held so none is collected)
         self.date = DateCache()
         # Blocking store work (create, fsync, rename, index writes) runs here, off the event loop.
-        self.io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store-io")
+        self.io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store-io", initializer=lower_priority)
         # Commits wait on fsync; one thread commits them in groups (see commitq), so they never
         # hold up a new fetch's first bytes and share their journal commits.
         self.committer = GroupCommitter()
