@@ -171,6 +171,7 @@ def main() -> int:
     ap.add_argument("--only", default="", help="run only cases whose name contains this")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table too")
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory(prefix="cdnlab-bench-") as tmp, ExitStack() as stack:
         base = Path(tmp)
@@ -232,7 +233,8 @@ def main() -> int:
         print(
             f"\nMachine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}; "
             f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, median of "
-            f"{args.rounds} alternating rounds; {args.workers} workers each.\n"
+            f"{args.rounds} alternating rounds; {args.workers} workers each; load average "
+            f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.\n"
         )
         print(
             "| case | nginx req/s | nginx GB/s | nginx p99 ms | cdnlab req/s | cdnlab GB/s | cdnlab p99 ms |"
