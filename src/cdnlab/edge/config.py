@@ -212,6 +212,9 @@ class TLSConfig(_Strict):
     tls13_tickets: int = Field(default=2, ge=0, le=16)
     # Time a client has to finish its handshake.
     handshake_timeout: float = Field(default=10.0, gt=0)
+    # Plaintext handed to OpenSSL per write (nginx's ssl_buffer_size): a stalled client holds this
+    # much plus OpenSSL's record buffer; larger is fewer calls per byte for bulk bodies.
+    buffer_size: Size = Field(default=16 * 1024, ge=4096, le=1024 * 1024)
 
     @field_validator("listen")
     @classmethod

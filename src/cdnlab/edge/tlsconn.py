@@ -2,9 +2,9 @@
 socket wrapped in OpenSSL.
 
 There is no ``sendfile`` under TLS (the bytes must pass through the cipher in user space), so file
-bodies are read in chunks of at most ``CHUNK`` bytes and written through the SSL socket. A chunk is
-read only when the previous one has gone to the kernel: a slow client holds one chunk plus
-OpenSSL's record buffer, never a whole object. The SSL socket is non-blocking and driven by the
+bodies are read in chunks of at most ``[tls] buffer_size`` bytes and written through the SSL
+socket. A chunk is read only when the previous one has gone to the kernel: a slow client holds one
+chunk plus OpenSSL's record buffer, never a whole object. The SSL socket is non-blocking and driven by the
 same ``add_reader``/``add_writer`` callbacks as a plain connection; ``TLSSock`` turns OpenSSL's
 want-read/want-write into ``BlockingIOError`` so ``Conn`` needs no TLS branches.
 """
@@ -24,18 +24,18 @@ if TYPE_CHECKING:
     from cdnlab.edge.tls import TLSContexts
     from cdnlab.edge.worker import Worker
 
-# One write through OpenSSL: four full TLS records. Also the most a slow client makes us hold.
-CHUNK = 64 * 1024
 _WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class TLSSock:
     """The socket-like face ``Conn`` uses (recv, send, fileno, setsockopt, close)."""
 
-    __slots__ = ("_wlen", "ssl")
+    __slots__ = ("_wlen", "chunk", "ssl")
 
-    def __init__(self, ssock: ssl.SSLSocket) -> None:
+    def __init__(self, ssock: ssl.SSLSocket, chunk: int) -> None:
         self.ssl = ssock
+        # The most one write hands OpenSSL, and so the most a stalled client makes us hold.
+        self.chunk = chunk
         # Length of a write OpenSSL refused with want-write: it must be retried with the same
         # bytes (at least as many), so the retry is cut to this length.
         self._wlen = 0
@@ -57,7 +57,7 @@ class TLSSock:
             raise ConnectionResetError from None
 
     def send(self, data: bytes | memoryview, _flags: int = 0) -> int:
-        n = self._wlen or min(len(data), CHUNK)
+        n = self._wlen or min(len(data), self.chunk)
         chunk = data if n == len(data) else memoryview(data)[:n]
         try:
             sent = self.ssl.send(chunk)
@@ -85,7 +85,7 @@ class TLSConn(Conn):
         self._started = worker.now
         self._fbuf: bytes | None = None  # a file chunk read but not yet taken by OpenSSL
         self._foff = -1
-        super().__init__(worker, TLSSock(self._ssl), client)  # type: ignore[arg-type]
+        super().__init__(worker, TLSSock(self._ssl, tls.cfg.buffer_size), client)  # type: ignore[arg-type]
 
     # handshake -----------------------------------------------------------------------------
 
@@ -146,7 +146,7 @@ class TLSConn(Conn):
         """``os.sendfile`` for ``Conn.flush``: one chunk read from the file and encrypted."""
         buf = self._fbuf
         if buf is None or self._foff != offset:
-            buf = os.pread(fd, min(count, CHUNK), offset)
+            buf = os.pread(fd, min(count, self.sock.chunk), offset)  # type: ignore[attr-defined]
             if not buf:
                 return 0
             self._fbuf, self._foff = buf, offset
