@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -261,3 +265,44 @@ def test_body_is_read_in_whole_chunks_not_per_tcp_read() -> None:
             client.close()
 
     run(main())
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+def test_https_upstream_is_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = tmp_path / "up.crt", tmp_path / "up.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret")
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def main(trusted: bool) -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        client = Client(2.0, 2.0)
+        try:
+            if trusted:
+                assert await read_all(client, f"https://localhost:{port}", "/s") == (200, b"secret")
+            else:
+                with pytest.raises(OSError):  # ssl.SSLCertVerificationError
+                    await client.request(f"https://localhost:{port}", "/s", {})
+        finally:
+            client.close()
+            server.close()
+
+    run(main(trusted=False))  # the system's CAs do not know this certificate
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now they do (OpenSSL's default verify paths)
+    run(main(trusted=True))

@@ -18,6 +18,7 @@ reads the body in order. This client does just that:
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import deque
 from urllib.parse import urlsplit
@@ -39,11 +40,15 @@ class Origin:
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"upstream {url!r}: only http://host[:port] is supported")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"upstream {url!r}: not an http:// or https:// URL")
         self.host = parts.hostname
-        self.port = parts.port or 80
-        default = parts.port is None or parts.port == 80
+        tls = parts.scheme == "https"
+        std = 443 if tls else 80
+        self.port = parts.port or std
+        # https: the system's CA store and hostname check, as aiohttp (and curl) would.
+        self.ssl: ssl.SSLContext | None = ssl.create_default_context() if tls else None
+        default = parts.port is None or parts.port == std
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.host_header = host if default else f"{host}:{self.port}"
         self.base_path = parts.path.rstrip("/")
@@ -347,7 +352,13 @@ class Client:
                 return conn
         loop = asyncio.get_running_loop()
         _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: _Conn(origin, loop), origin.host, origin.port),
+            loop.create_connection(
+                lambda: _Conn(origin, loop),
+                origin.host,
+                origin.port,
+                ssl=origin.ssl,
+                server_hostname=origin.host if origin.ssl is not None else None,
+            ),
             self.connect_timeout,
         )
         return conn
