@@ -437,6 +437,9 @@ class Worker:
 def worker_main(config: EdgeConfig, index: int) -> None:
     import uvloop
 
+    # A SIGHUP (reload) that arrives before serve() installs its handler must not kill the worker.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
     async def main() -> None:
         worker = Worker(config, index)
         await worker.serve()
