@@ -166,6 +166,11 @@ class HostLab:
             f"[bold]cdnlab lab: {t.sites} site(s) × {t.per_site} appliance(s), a shield, a control host"
         )
         reuse = bool(self.state) and self.lab.running()
+        if reuse and self.topo != self.opts.topology:
+            self.console.print(
+                f"[yellow]a lab of {t.sites} site(s) × {t.per_site} appliance(s) runs in {self.workdir}: "
+                "reusing it as it is (`cdnlab lab down` first to change its shape)[/]"
+            )
         with g.step("prerequisites"):
             why = prerequisites()
             g.check("root, systemd-nspawn, debootstrap, ffmpeg, losetup, ip, ssh", why is None, why or "")
