@@ -29,6 +29,9 @@ from multidict import CIMultiDict
 _HIGH_WATER = 1 << 20  # unread body bytes before the upstream socket stops being read
 _MAX_IDLE = 64  # idle connections kept per upstream
 _MAX_HEADER_BYTES = 64 * 1024
+# A read waits for this much body (or its end) before it returns: few disk writes per object, and
+# a trickling upstream still reaches clients in steps of 64 KiB.
+_MIN_READ = 64 * 1024
 
 
 class BodyError(Exception):
@@ -256,14 +259,14 @@ class Response:
         self._released = False
 
     async def read_chunk(self, n: int) -> bytes:
-        """The next body bytes: ``n`` of them, or what is left of a body of known length, or less
-        when the body ended; b"" after its end. Raises BodyError if the body broke off,
+        """The next body bytes: at most ``n``, at least 64 KiB (or what is left of a body of known
+        length, or less when the body ended); b"" after its end. Raises BodyError if the body broke off,
         TimeoutError if the upstream went quiet. Waiting for whole chunks rather than returning
         each TCP read keeps the number of disk writes (each a hop to an I/O thread) low."""
         conn = self._conn
-        want = n
+        want = min(n, _MIN_READ)  # then take up to n: what has arrived meanwhile comes along
         if self.content_length is not None:
-            want = min(n, max(1, self.content_length - self._consumed))
+            want = min(want, max(1, self.content_length - self._consumed))
         while conn.buffered < want and not conn.done and conn.error is None:
             await conn.wait(self._timeout)
         if conn.body:
