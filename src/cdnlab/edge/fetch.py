@@ -356,6 +356,7 @@ class Fetch:
                 self._progress()
             if size is not None and self.written != size:
                 raise BodyError(f"upstream body ended at {self.written} of {size} bytes")
+            resp.release()  # read to its end: the connection can serve other fetches during the commit
             if size is None:
                 self.meta.size = self.written
                 self.meta.etag = resp.headers.get("ETag") or default_etag(self.written, lm)
