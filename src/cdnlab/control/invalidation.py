@@ -190,7 +190,12 @@ class InvalidationManager:
         key = f"id:{req.request_id}" if req.request_id else f"body:{fp}"
         self._forget(now)
         seen = self._seen.get(key)
-        if seen is not None and seen[0] in self.items:
+        prior = self.items.get(seen[0]) if seen is not None else None
+        # Without a request id, a repeat joins the purge only while it is under way: once that
+        # one finished, the content may have come back, so the same body purges again.
+        if prior is not None and not req.request_id and prior.state in ("done", "failed"):
+            prior = None
+        if seen is not None and prior is not None:
             if seen[1] != fp:
                 raise Conflict(f"request_id {req.request_id!r} was used for a different request")
             return self.items[seen[0]], False

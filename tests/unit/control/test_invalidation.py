@@ -174,6 +174,31 @@ def test_not_before_without_a_zone_is_utc() -> None:
     asyncio.run(main())
 
 
+def test_identical_body_purges_again_once_the_first_finished() -> None:
+    async def main() -> None:
+        edge = FakeEdge("e1", "a")
+        await edge.start()
+        mgr = InvalidationManager(_cfg(), lambda: [edge.appliance()])
+        try:
+            a, _ = mgr.submit(InvalidationRequest(prefixes=["/content/t3/"], cloudfront=False))
+            await _wait(mgr, a.id)
+            b, new = mgr.submit(InvalidationRequest(prefixes=["/content/t3/"], cloudfront=False))
+            assert new and b.id != a.id
+            await _wait(mgr, b.id)
+            assert len(edge.calls) == 2
+            # With a request id, the finished one comes back and nothing is sent again.
+            c, _ = mgr.submit(InvalidationRequest(request_id="r9", paths=["/p"], cloudfront=False))
+            await _wait(mgr, c.id)
+            d, new2 = mgr.submit(InvalidationRequest(request_id="r9", paths=["/p"], cloudfront=False))
+            assert d.id == c.id and not new2 and len(edge.calls) == 3
+        finally:
+            await mgr.close()
+            assert edge.runner is not None
+            await edge.runner.cleanup()
+
+    asyncio.run(main())
+
+
 def test_idempotency_window_expires() -> None:
     async def main() -> None:
         now = [1000.0]
