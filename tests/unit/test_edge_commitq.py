@@ -138,3 +138,18 @@ def test_store_threads_yield_to_the_event_loop(store: Store) -> None:
     assert thread.native_id is not None
     assert os.getpriority(os.PRIO_PROCESS, thread.native_id) >= STORE_NICE
     committer.close(timeout=10)
+
+
+def test_backlog_counts_fills_until_their_commit_is_done(store: Store) -> None:
+    committer = GroupCommitter(max_batch=4)
+    futures = []
+    with committer._cond:  # the commit thread waits for this lock: nothing is taken meanwhile
+        for i in range(10):
+            w = store.begin(f"/backlog/{i}", 1)
+            w.write(b"x")
+            futures.append(committer.submit(w, CommitArgs()))
+        assert committer.backlog == 10
+    wait(futures, timeout=60)
+    assert all(f.exception() is None for f in futures)
+    assert committer.backlog == 0
+    committer.close(timeout=10)

@@ -23,6 +23,10 @@ from cdnlab.edge.store import CommitArgs, Writer, commit_group
 log = logging.getLogger("cdnlab.edge.commitq")
 
 MAX_BATCH = 64
+# Fills waiting for their commit (queued or being committed) beyond which new fills are served but
+# not stored: when the disk cannot keep up, a growing backlog only adds memory and latency (Apache
+# Traffic Server drops cache writes past its aggregation write backlog the same way).
+MAX_BACKLOG = 256
 # Store threads run at a lower CPU priority than the event loop: when the cores are busy, clients
 # are served first and commits (which no client waits for) catch up.
 STORE_NICE = 10
@@ -40,6 +44,12 @@ class GroupCommitter:
         self._thread: threading.Thread | None = None
         self.batches = 0  # groups committed (for tests and metrics)
         self.objects = 0
+        self._inflight = 0
+
+    @property
+    def backlog(self) -> int:
+        """Fills queued or being committed."""
+        return len(self._queue) + self._inflight
 
     def submit(self, writer: Writer, args: CommitArgs) -> Future[Any]:
         """Queue ``writer`` for commit; the future gets its Entry or the exception that refused it."""
@@ -79,6 +89,7 @@ class GroupCommitter:
                     return
                 n = min(len(self._queue), self._max)
                 batch = [self._queue.popleft() for _ in range(n)]
+                self._inflight = n
             try:
                 results = commit_group([(w, a) for w, a, _ in batch], self._pool)
             except BaseException as exc:  # a bug: refuse the whole group rather than hang its fills
@@ -88,6 +99,7 @@ class GroupCommitter:
                     w.abort()
             self.batches += 1
             self.objects += len(batch)
+            self._inflight = 0
             for (_, _, fut), result in zip(batch, results, strict=True):
                 if isinstance(result, BaseException):
                     fut.set_exception(result)

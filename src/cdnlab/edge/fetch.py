@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from cdnlab.edge.commitq import MAX_BACKLOG
 from cdnlab.edge.digest import upstream_sha256
 from cdnlab.edge.freshness import conditional_headers, merge_304, parse_cache_control, storable
 from cdnlab.edge.httpdate import parse_http_date
@@ -315,6 +316,8 @@ class Fetch:
         )
         if store_it and size is not None and not _fits(worker.store, size):
             store_it = False  # no healthy disk could hold it: begin() would refuse it
+        if store_it and worker.committer.backlog >= MAX_BACKLOG:
+            store_it = False  # the disk is behind on commits: serve it, do not queue another
         self.stored = store_it
         # The first bytes usually come with the headers (a small object: all of them). Clients get
         # them from memory at once, while an I/O thread creates the temp file and writes them:
