@@ -235,8 +235,12 @@ class TierMover:
             if cap <= 0 or used[kind] <= marks.high * cap:
                 continue
             low = marks.low if marks.low is not None else marks.high
-            need = used[kind] - int(low * cap) - sum(
-                self.known[k][1] for k, to in self.queue if k in self.known and self.known[k][0] == kind
+            need = (
+                used[kind]
+                - int(low * cap)
+                - sum(
+                    self.known[k][1] for k, to in self.queue if k in self.known and self.known[k][0] == kind
+                )
             )
             if need <= 0:
                 continue
