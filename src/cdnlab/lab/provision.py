@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cdnlab.lab.hosts import wheelhouse_archive
-from cdnlab.lab.topology import inventory_vars
+from cdnlab.lab.topology import ORIGIN_PORT, inventory_vars
 
 if TYPE_CHECKING:
     from cdnlab.lab.hostlab import HostLab
@@ -61,6 +61,8 @@ def write_inventory(lab: HostLab) -> Path:
         lab.topo,
         lab.lab,
         origin_url=lab.origin_url,
+        aws_endpoint=f"http://{lab.lab.controller_address}:{ORIGIN_PORT}",
+        distribution_id=lab.outputs["distribution_id"],
         repo=source,
         wheelhouse=wheelhouse,
         build_dir=lab.workdir / "wheel",

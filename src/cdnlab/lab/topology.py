@@ -11,6 +11,8 @@ from cdnlab.lab.hosts import DiskSpec, HostSpec
 
 KEY_ID, KEY = "lab1", "lab-signing-key-not-secret"
 PURGE_TOKEN = "lab-purge-token"
+# The emulator's made-up credentials: its account follows the key, so every part uses this one.
+AWS_REGION, AWS_KEY = "us-east-1", "test"
 EDGE_PORT, ADMIN_PORT, CONTROL_PORT, PROMETHEUS_PORT = 80, 8081, 8900, 9090
 ORIGIN_PORT = 4566  # the emulator as the hosts see it (controller side of the bridge)
 SITES = "abcdefgh"
@@ -62,6 +64,8 @@ def inventory_vars(
     lab: Any,
     *,
     origin_url: str,
+    aws_endpoint: str,
+    distribution_id: str,
     repo: Path,
     wheelhouse: Path,
     build_dir: Path,
@@ -97,7 +101,14 @@ def inventory_vars(
                 "purge_token": PURGE_TOKEN,
                 "batch_delay": "1s",
                 "retry_base": "0.5s",
+                "cloudfront_distribution_id": distribution_id,
             },
+            # CloudFront invalidations go to the emulator, through the forwarder on the bridge;
+            # the same made-up credentials the cloud tier was applied with (one emulator account).
+            "cdnlab_control_aws_endpoint_url": aws_endpoint,
+            "cdnlab_control_aws_region": AWS_REGION,
+            "cdnlab_control_aws_access_key_id": AWS_KEY,
+            "cdnlab_control_aws_secret_access_key": AWS_KEY,
             "cdnlab_control_coverage_zones": {
                 site: {
                     "network": [topo.client_prefix(i)],
