@@ -5,6 +5,8 @@
 * a disk failed under load: the appliance keeps serving correct bytes;
 * the origin unreachable: cached content is still served, a cold object comes from the shield,
   one nobody holds gets a clear 502;
+* a title purged through the control plane: gone from every appliance, and the CloudFront
+  invalidation recorded in the emulator;
 * a corrupt segment at the origin (bytes that do not match ``x-amz-meta-sha256``): never served.
 """
 
@@ -311,11 +313,45 @@ def purge(lab: HostLab) -> None:
     )
     left = {n: sum(k.startswith(prefix) for k in _inventory_keys(lab, n)) for n in edges}
     g.check(f"{title} is gone from every appliance", not any(left.values()), str(left))
-    cf = inv.get("cloudfront")
-    if cf:
-        g.check("the CloudFront invalidation is recorded", cf.get("state") == "done", str(cf))
-    else:
-        g.skip(
-            "the CloudFront invalidation is recorded in the emulator",
-            "the control host's venv has no boto3 (the optional infra extra) and no emulator endpoint",
-        )
+    _cloudfront_recorded(lab, inv, prefix + "*")
+
+
+def _cloudfront_recorded(lab: HostLab, inv: dict[str, Any], path: str) -> None:
+    """The control plane says it invalidated CloudFront; the emulator, asked with boto3 from the
+    controller, must hold that invalidation for the lab's distribution, with the purged path."""
+    import boto3
+
+    from cdnlab.lab.topology import AWS_KEY, AWS_REGION
+
+    g = lab.gate
+    cf = inv.get("cloudfront") or {}
+    inv_id = cf.get("cloudfront_id")
+    g.check(
+        "the control plane sent the CloudFront invalidation",
+        cf.get("state") == "done" and bool(inv_id),
+        str(cf) if cf else "no CloudFront target (no distribution id, or boto3 missing on the host)",
+    )
+    if not inv_id:
+        return
+    dist = lab.outputs["distribution_id"]
+    client = boto3.client(
+        "cloudfront",
+        endpoint_url=lab.endpoint,
+        region_name=AWS_REGION,
+        aws_access_key_id=AWS_KEY,
+        aws_secret_access_key=AWS_KEY,
+    )
+    try:
+        got = client.get_invalidation(DistributionId=dist, Id=inv_id)["Invalidation"]
+        listed = client.list_invalidations(DistributionId=dist)["InvalidationList"].get("Items", [])
+    except Exception as e:  # any botocore error is a failed check, with its text
+        g.check(f"the emulator holds CloudFront invalidation {inv_id}", False, f"{dist}: {e}")
+        return
+    paths = got["InvalidationBatch"]["Paths"].get("Items", [])
+    g.check(
+        f"the emulator recorded CloudFront invalidation {inv_id} of {path} on {dist}",
+        path in paths
+        and got["InvalidationBatch"]["CallerReference"] == inv.get("id")
+        and any(i["Id"] == inv_id for i in listed),
+        f"paths {paths}, status {got.get('Status')}, {len(listed)} listed",
+    )
