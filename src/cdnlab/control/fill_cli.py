@@ -5,6 +5,7 @@ baseline on held-out days."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -21,12 +22,18 @@ def _predict(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     regions = default_regions(args.days)
+    if args.regions:
+        wanted = args.regions.split(",")
+        if not set(wanted) <= {r.name for r in regions}:
+            print(f"cdnlab fill predict: --regions: choose from {', '.join(r.name for r in regions)}")
+            return 2
+        regions = [r for r in regions if r.name in wanted]
     catalog = generate_catalog(args.seed, args.titles, regions, args.days)
     history = generate_history(catalog, regions, args.days, args.seed)
     ev = evaluate(history, args.top, args.test_days, trees=args.trees, seed=args.seed)
     took = time.perf_counter() - t0
     if args.json:
-        out = {k: (v.__dict__ if hasattr(v, "__dict__") else v) for k, v in ev.__dict__.items()}
+        out = dataclasses.asdict(ev)
         out["seconds"] = took
         print(json.dumps(out, indent=2))
         return 0
@@ -43,8 +50,22 @@ def _predict(args: argparse.Namespace) -> int:
         ("random forest, region-days with a release", ev.model_release),
         ("decayed counts, region-days with a release", ev.baseline_release),
     ]
+    rows[1:1] = [
+        ("forest without the calendar features, top N", ev.model_before),
+        ("forest regressing views, top N by views", ev.views_model),
+    ]
+    rows.append(("forest without the calendar features, release days", ev.model_before_release))
     for name, s in rows:
-        print(f"  {name:<48} precision {s.precision:.3f}  recall {s.recall:.3f}  ({s.days} region-days)")
+        print(f"  {name:<52} precision {s.precision:.3f}  recall {s.recall:.3f}  ({s.days} region-days)")
+    print(f"the releases themselves (a title released that day in a region) in the top {args.top}:")
+    for key, name in (
+        ("model", "random forest"),
+        ("model_before", "forest without the calendar features"),
+        ("views_model", "forest regressing views"),
+        ("baseline", "decayed counts"),
+    ):
+        s = ev.releases[key]
+        print(f"  {name:<52} precision {s.precision:.3f}  recall {s.recall:.3f}  ({s.days} releases)")
     print(f"({took:.1f} s)")
     return 0
 
@@ -171,6 +192,7 @@ def register(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
     p.add_argument("--titles", type=int, default=500)
     p.add_argument("--days", type=int, default=70, help="days of history, held-out days included")
     p.add_argument("--test-days", type=int, default=14, help="the last days, held out")
+    p.add_argument("--regions", help="comma-separated subset of us,de,br,jp (default: all four)")
     p.add_argument("--top", type=int, default=50, help="N in 'tomorrow's top N per region'")
     p.add_argument("--trees", type=int, default=60)
     p.add_argument("--seed", type=int, default=1)

@@ -9,7 +9,15 @@ import pytest
 
 from cdnlab.cli import main
 from cdnlab.control.content_catalog import default_regions, generate_catalog
-from cdnlab.control.popularity import FEATURE_NAMES, decayed, evaluate, features
+from cdnlab.control.popularity import (
+    FEATURE_NAMES,
+    available,
+    decayed,
+    evaluate,
+    features,
+    predict_views,
+    release_curve,
+)
 from cdnlab.control.viewing_history import History, generate_history, top_n
 
 DAYS = 35
@@ -122,3 +130,72 @@ def test_cli(capsys: pytest.CaptureFixture[str]) -> None:
     )
     out = capsys.readouterr().out
     assert "random forest" in out and "decayed counts" in out
+
+
+def _two_regions(seed: int, titles: int, days: int) -> History:
+    regions = [r for r in default_regions(days) if r.name in ("us", "de")]
+    return generate_history(generate_catalog(seed, titles, regions, days), regions, days, seed=seed)
+
+
+def test_release_curve_is_the_mean_of_earlier_releases_at_each_age() -> None:
+    h = _two_regions(5, 80, 40)
+    curve = release_curve(h, 30)
+    ri = 0
+    rel = [(j, t.release_day) for j, t in enumerate(h.titles) if t.release_day >= 0 and "us" in t.regions]
+    assert rel
+    for age in (0, 3):
+        seen = [np.log1p(h.views[day + age, ri, j]) for j, day in rel if day + age <= 30]
+        assert curve[ri, age] == pytest.approx(np.mean(seen) if seen else 0.0)
+    # Nothing from after day 30 leaks in: later days changed, the curve at day 30 is the same.
+    views = h.views.copy()
+    views[31:] += 1000
+    assert np.array_equal(release_curve(History(h.titles, h.regions, views), 30), curve)
+
+
+def test_calendar_features_know_tomorrows_releases() -> None:
+    h = _two_regions(5, 80, 40)
+    j = next(j for j, t in enumerate(h.titles) if 10 <= t.release_day < 38 and "us" in t.regions)
+    day = h.titles[j].release_day
+    names = list(FEATURE_NAMES)
+    nt = len(h.titles)
+    before = features(h, day - 4)[j]  # region 0 (us), three days before tomorrow's release
+    eve = features(h, day - 1)[j]
+    assert before[names.index("days_until_release")] == 3
+    assert before[names.index("released_tomorrow")] == 0
+    assert eve[names.index("days_until_release")] == 0 and eve[names.index("released_tomorrow")] == 1
+    # Counts cannot tell it from a title nobody watches; the earlier releases' day-0 level can.
+    assert eve[names.index("log_views_week")] == 0
+    assert eve[names.index("similar_releases_at_age")] == pytest.approx(release_curve(h, day - 1)[0, 0])
+    assert features(h, day - 1).shape == (len(h.regions) * nt, len(FEATURE_NAMES))
+    live = available(h, day - 1)
+    assert live[0, j] and not available(h, day - 2)[0, j]
+
+
+def test_releases_in_held_out_days_are_predicted_in_the_top_n() -> None:
+    # Few training days and two regions: a few dozen release examples (the fill benchmark's
+    # situation). The baseline cannot see a release coming; the forest without the calendar
+    # features did not either; with them it puts (nearly) every release in its top N.
+    h = _two_regions(5, 150, 45)
+    ev = evaluate(h, top=20, test_days=15, trees=30, seed=0)
+    rel = ev.releases
+    assert rel["model"].days >= 10
+    assert rel["baseline"].recall == 0.0
+    assert rel["model"].recall >= 0.8 and rel["model"].precision >= 0.8
+    assert rel["views_model"].recall >= 0.8
+    assert rel["model"].recall > rel["model_before"].recall + 0.5
+    assert ev.model_before.days == ev.model.days == ev.views_model.days
+
+
+def test_predicted_views_rank_tomorrows_release_near_the_top() -> None:
+    h = _two_regions(7, 120, 40)
+    # Cut the history on the eve of a release inside it: tomorrow is its first day.
+    j = next(j for j, t in enumerate(h.titles) if 25 <= t.release_day < 40 and "us" in t.regions)
+    cut = History(h.titles, h.regions, h.views[: h.titles[j].release_day])
+    views = predict_views(cut, trees=30, seed=0)
+    assert views.shape == (len(h.regions), len(h.titles))
+    rank = int((views[0] > views[0, j]).sum())
+    assert rank < 10, rank
+    assert views[0, j] > 0.2 * h.views[h.titles[j].release_day, 0, j]
+    # Titles that cannot be watched tomorrow get nothing.
+    later = [k for k, t in enumerate(h.titles) if t.release_day > cut.days]
+    assert later and (views[:, later] == 0).all()
