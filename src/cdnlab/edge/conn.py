@@ -72,6 +72,9 @@ class Conn:
     )
     # TLS connections (tlsconn.py) replace this with read-and-encrypt.
     sendfile = staticmethod(os.sendfile)
+    # With the kernel's sendfile a short count means the socket buffer is full; TLS sends one
+    # record's worth per call whatever the room.
+    short_send_means_full = True
 
     def __init__(self, worker: Worker, sock: socket.socket, client: str) -> None:
         self.worker = worker
@@ -353,7 +356,8 @@ class Conn:
                             src.subscribe(self)
                             self._stop_write()
                             return
-                    n = self.sendfile(self.fd, fd, part.offset, min(limit - part.offset, _SENDFILE_CHUNK))
+                    want = min(limit - part.offset, _SENDFILE_CHUNK)
+                    n = self.sendfile(self.fd, fd, part.offset, want)
                     if n == 0:
                         self.abort()  # the file is shorter than its index says: never pad or guess
                         return
@@ -362,6 +366,11 @@ class Conn:
                     if part.offset >= part.end:
                         part.release()
                         parts.popleft()
+                    elif n < want and kind is FileSpan and self.short_send_means_full:
+                        # A short send means the socket buffer is full: wait for room rather than
+                        # pay for a call that can only say EAGAIN (as nginx does).
+                        self._want_write()
+                        return
                 except (BlockingIOError, InterruptedError):
                     self._want_write()
                     return

@@ -78,6 +78,7 @@ class TLSSock:
 
 class TLSConn(Conn):
     __slots__ = ("_fbuf", "_foff", "_shaken", "_ssl", "_started")
+    short_send_means_full = False
 
     def __init__(self, worker: Worker, sock: socket.socket, client: str, tls: TLSContexts) -> None:
         self._ssl = tls.default.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
