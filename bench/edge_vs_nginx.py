@@ -9,7 +9,9 @@ Both servers get the same files, the same number of workers, and the same load:
   c) 512 KiB ranges of 2 MiB objects (random offsets)    — what video players ask for
   d) cold misses through an upstream (every URL new)     — pull-through: nginx proxy_cache vs cdnlab
 Each case alternates nginx and cdnlab for --rounds rounds and reports the medians. Prints req/s,
-GB/s and p99 for each, and the ratio cdnlab/nginx. --markdown prints the table as
+GB/s and p99 for each, the ratio cdnlab/nginx, and each server's CPU time per request (user +
+system of its master and workers, from /proc): the figure that moves least when the machine is
+shared, since wrk and the server compete for the same cores. --markdown prints the table as
 Markdown for docs/benchmarks.md.
 """
 
@@ -76,6 +78,7 @@ class Result:
     bytes_per_s: float
     p99_ms: float
     errors: int
+    cpu_us: float = float("nan")  # server CPU (user + system) per request, microseconds
 
 
 def median(results: list[Result]) -> Result:
@@ -87,7 +90,25 @@ def median(results: list[Result]) -> Result:
         mid([r.bytes_per_s for r in results]),
         mid([r.p99_ms for r in results]),
         sum(r.errors for r in results),
+        mid([r.cpu_us for r in results]),
     )
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its descendants still alive."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue  # gone meanwhile
+    return total
 
 
 def _unit(value: str, units: dict[str, float]) -> float:
@@ -219,13 +240,17 @@ def main() -> int:
             for r in range(args.rounds):
                 for label, svc in (("nginx", ngx), ("cdnlab", edge)):
                     lua = script.replace("/cold/", f"/cold/{label}{i}r{r}-")
-                    runs[label].append(wrk(svc.url, lua, args.duration, args.connections, args.threads))
+                    cpu = tree_cpu(svc.proc.pid)
+                    res = wrk(svc.url, lua, args.duration, args.connections, args.threads)
+                    res.cpu_us = (tree_cpu(svc.proc.pid) - cpu) / (res.rps * args.duration) * 1e6
+                    runs[label].append(res)
             n, c = median(runs["nginx"]), median(runs["cdnlab"])
             rows.append((name, n, c))
             print(
                 f"{name:30} nginx {n.rps:10.0f} req/s {n.bytes_per_s / 1e9:6.2f} GB/s p99 {n.p99_ms:7.2f} ms"
                 f" | cdnlab {c.rps:10.0f} req/s {c.bytes_per_s / 1e9:6.2f} GB/s p99 {c.p99_ms:7.2f} ms"
                 f" | ratio req/s {c.rps / n.rps:4.2f} p99 {c.p99_ms / n.p99_ms:4.2f}"
+                f" | CPU/req nginx {n.cpu_us:.0f} us cdnlab {c.cpu_us:.0f} us"
                 f"{'' if not (n.errors or c.errors) else f' | errors nginx {n.errors} cdnlab {c.errors}'}",
                 flush=True,
             )
@@ -238,14 +263,14 @@ def main() -> int:
         )
         print(
             "| case | nginx req/s | nginx GB/s | nginx p99 ms | cdnlab req/s | cdnlab GB/s | cdnlab p99 ms |"
-            " ratio req/s | ratio p99 |"
+            " ratio req/s | ratio p99 | nginx CPU µs/req | cdnlab CPU µs/req |"
         )
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for name, n, c in rows:
             print(
                 f"| {name} | {n.rps:.0f} | {n.bytes_per_s / 1e9:.2f} | {n.p99_ms:.2f} | {c.rps:.0f} | "
                 f"{c.bytes_per_s / 1e9:.2f} | {c.p99_ms:.2f} | {c.rps / n.rps:.2f} | "
-                f"{c.p99_ms / n.p99_ms:.2f} |"
+                f"{c.p99_ms / n.p99_ms:.2f} | {n.cpu_us:.0f} | {c.cpu_us:.0f} |"
             )
     return 0
 

@@ -21,6 +21,8 @@ from cdnlab.edge.output import FileSpan, GrowingSpan, Response
 
 if TYPE_CHECKING:
     from cdnlab.edge.limits import Limiter
+    from cdnlab.edge.meta import ObjectMeta
+    from cdnlab.edge.output import FileHandle
     from cdnlab.edge.worker import Worker
 
 _SENDFILE_CHUNK = 1 << 21
@@ -171,9 +173,23 @@ class Conn:
                 self._pause_reading()
             self.flush()
 
-    def _send_fast(self, data: bytes) -> None:
+    def _send_fast(self, data: bytes | tuple[bytes, ObjectMeta, FileHandle]) -> None:
         """Send a fast-path answer (whole, counted already); what the socket cannot take now waits
-        in the queue like any other response."""
+        in the queue like any other response. A file-backed object goes out as its head and a
+        sendfile span, counted when it is done."""
+        if type(data) is tuple:
+            head, meta, handle = data
+            resp = Response("GET", "", time.monotonic())
+            resp.status = 200
+            resp.cache_status = "hit"
+            resp.tier = meta.tier
+            resp.body_bytes = meta.size
+            resp.parts.append(head)
+            resp.parts.append(FileSpan(handle, 0, meta.size))
+            resp.complete = True
+            self.queue.append(resp)
+            self.flush()
+            return
         try:
             n = self.sock.send(data)
         except (BlockingIOError, InterruptedError):
@@ -242,8 +258,12 @@ class Conn:
         worker = self.worker
         if not self._special and not self.queue and parser.get_method() == b"GET" and not worker.draining:
             # Fast path: a plain GET for a small object the worker holds verified in RAM.
-            data = worker.fast_hit(self._url) if parser.get_http_version() == "1.1" else None
-            if data is not None and parser.should_keep_alive():
+            data = (
+                worker.fast_hit(self._url)
+                if parser.get_http_version() == "1.1" and parser.should_keep_alive()
+                else None
+            )
+            if data is not None:
                 chunk = self._chunk
                 # Exactly this one request head in one read: remember it (see _PLAIN).
                 if 0 < len(chunk) <= _PLAIN_LEN and chunk.find(b"\r\n\r\n") == len(chunk) - 4:

@@ -173,9 +173,10 @@ class Worker:
         self._hits[key] += 1
         return obj
 
-    def fast_hit(self, url: bytes) -> bytes | None:
-        """The whole answer to a plain GET of ``url`` if the object is in this worker's RAM, counted
-        as served; None sends the request down the general path."""
+    def fast_hit(self, url: bytes) -> bytes | tuple[bytes, ObjectMeta, FileHandle] | None:
+        """The answer to a plain GET of ``url`` for an object this worker holds: the whole response
+        if it is in RAM (counted as served), or its head with the open file to sendfile from (counted
+        when sent); None sends the request down the general path."""
         if self.access is not None:
             return None  # every request must reach the access log
         target = self.handler.targets.get(url)
@@ -184,12 +185,16 @@ class Worker:
         if self.shm.seq != self._seen_seq:
             self._invalidate(self.shm.seq)
         obj = self._hot.get(target[1])
-        if obj is None or obj[2] is None:
+        if obj is None:
             return None
-        meta, _, body = obj
+        meta, handle, body = obj
         if meta.fresh_until <= time.time() or "vary" in meta.headers:
             return None  # stale: the general path revalidates; Vary: it negotiates (compress.py)
         self._hits[target[1]] += 1
+        if body is None:
+            if handle is None or handle.fd < 0 or handle.retired:
+                return None
+            return meta.fast_head(self.date.get(), self.handler.hit_status), meta, handle
         data = meta.fast_head(self.date.get(), self.handler.hit_status) + body
         self.stats.fast_hit(len(data))
         return data
