@@ -44,6 +44,15 @@ def status_line(status: int) -> bytes:
 
 
 _STATUS_LINES = {s: status_line(s) for s in (200, 206, 304, 400, 403, 404, 405, 412, 416, 502, 503, 504)}
+_REPRESENTATION = (b"content-type:", b"content-encoding:", b"content-language:", b"content-disposition:")
+
+
+def _strip_representation(head: bytes) -> bytes:
+    """``head``'s lines minus those describing the object's representation, for an answer whose
+    body is something else (a 416's text)."""
+    return b"".join(
+        line for line in head.splitlines(keepends=True) if not line.lower().startswith(_REPRESENTATION)
+    )
 
 
 class Handler:
@@ -284,7 +293,9 @@ class Handler:
                         b"".join(
                             (
                                 _STATUS_LINES[416],
-                                common,
+                                # The body is this text, not the object: none of the object's
+                                # representation headers (Content-Type, -Encoding, ...) apply.
+                                _strip_representation(common),
                                 b"Content-Range: bytes */%d\r\n" % size,
                                 b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(msg),
                                 b"" if resp.method == "HEAD" else msg,

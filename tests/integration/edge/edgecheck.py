@@ -87,6 +87,8 @@ def assert_common(resp: RawResponse, method: str = "GET") -> None:
     assert resp.version == "HTTP/1.1", resp.version
     assert_date(h)
     assert resp.count("date") == 1 and resp.count("cache-status") == 1, resp.head
+    for name in ("content-type", "content-range", "etag", "last-modified", "age", "content-encoding"):
+        assert resp.count(name) <= 1, f"{name} twice: {resp.head!r}"  # singletons (RFC 9110 §5.3)
     ours(h)
     if resp.status != 304 and not 100 <= resp.status < 200:
         assert resp.count("content-length") == 1, f"{resp.status} without one Content-Length: {resp.head!r}"
