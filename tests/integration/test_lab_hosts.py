@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from lab_leftovers import leftovers
 
-from cdnlab.lab.hostlab import prerequisites
+from cdnlab.lab.hostlab import lab_prefix, prerequisites
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -40,33 +41,10 @@ def _cdnlab(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[st
     )
 
 
-def _leftovers(workdir: Path, net: int) -> list[str]:
-    out = []
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    out += [f"netns {line}" for line in netns.splitlines() if line.startswith("cdl-")]
-    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
-    out += [f"loop {line}" for line in loops.splitlines() if str(workdir) in line]
-    out += [
-        f"mount {line}"
-        for line in Path("/proc/self/mountinfo").read_text().splitlines()
-        if str(workdir) in line
-    ]
-    if Path("/sys/class/net/cdl-ctl").exists():
-        out.append("link cdl-ctl")
-    for proc in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            cmd = proc.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(workdir) in cmd:
-            out.append(f"process {proc.parent.name}: {cmd[:120]}")
-    return out
-
-
 @pytest.mark.skipif(_why_skip() is not None, reason=str(_why_skip()))
 def test_one_site_lab_up_again_status_down(tmp_path: Path) -> None:
-    if Path("/run/netns/cdl-sw").exists():
-        pytest.skip("another host lab (namespace cdl-sw) is running on this machine")
+    if Path(f"/run/netns/{lab_prefix(60)}-sw").exists():
+        pytest.skip(f"another host lab with --net 60 (namespace {lab_prefix(60)}-sw) is running here")
     tmp_path.chmod(0o755)
     workdir, out = tmp_path / "run", tmp_path / "out"
     common = ["--workdir", str(workdir)]
@@ -113,6 +91,6 @@ def test_one_site_lab_up_again_status_down(tmp_path: Path) -> None:
     finally:
         down = _cdnlab("down", *common, timeout=300)
     assert down.returncode == 0, down.stdout + down.stderr
-    assert not _leftovers(workdir, 60)
+    assert not leftovers(workdir, lab_prefix(60))
     stopped = _cdnlab("status", *common, timeout=60)
     assert stopped.returncode == 3 and "no lab" in stopped.stdout

@@ -10,7 +10,9 @@ _EXAMPLE = """examples:
   cdnlab lab up --sites 1 --appliances-per-site 1  # a small machine
   cdnlab lab status                                # what runs
   cdnlab lab down                                  # remove everything the lab made
-  cdnlab lab up --hosts loopback                   # daemons on 127.0.0.1 only (no root needed)"""
+  cdnlab lab up --hosts loopback                   # daemons on 127.0.0.1 only (no root needed)
+  cdnlab lab up --hosts vm --sites 1 --appliances-per-site 1 --net 61 --workdir /tmp/vm/run
+                                                   # appliances as qemu VMs (slow: ~15 min+)"""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -25,9 +27,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     up.add_argument(
         "--hosts",
-        choices=("nspawn", "loopback"),
+        choices=("nspawn", "vm", "loopback"),
         default="nspawn",
-        help="nspawn: appliance hosts as containers (default); loopback: daemons on 127.0.0.1",
+        help="nspawn: every host a systemd-nspawn container with loop-device disks (default); "
+        "vm: the edge appliances are qemu VMs (software emulation, minutes to boot) with emulated "
+        "NVMe and SATA disks, the shield and the control host stay containers (installs "
+        "qemu-system-x86 with apt-get if missing); loopback: daemons on 127.0.0.1",
     )
     up.add_argument("--out", type=Path, default=Path("lab/out"), help="report directory (default lab/out)")
     up.add_argument(
@@ -68,7 +73,7 @@ def _up(args: argparse.Namespace) -> int:
     from cdnlab.lab.topology import Topology
 
     try:
-        topo = Topology(sites=args.sites, per_site=args.appliances_per_site, net=args.net)
+        topo = Topology(sites=args.sites, per_site=args.appliances_per_site, net=args.net, hosts=args.hosts)
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
         return 2
@@ -96,7 +101,10 @@ def _down(args: argparse.Namespace) -> int:
     for p in problems:
         console.print(f"[red]{p}[/]")
     if not problems:
-        console.print("lab down: containers, mounts, loop devices, namespaces, bridge and processes removed")
+        console.print(
+            "lab down: containers, VMs, taps, disk images, mounts, loop devices, namespaces, bridge "
+            "and processes removed"
+        )
     return 1 if problems else 0
 
 

@@ -2,7 +2,8 @@
 
 * an appliance killed mid-session: the player fails over without a playback failure and steering
   drops the appliance;
-* a disk failed under load: the appliance keeps serving correct bytes;
+* a disk failed under load: the appliance keeps serving correct bytes (a container's loop device
+  cut to nothing; a VM's NVMe controller removed from its PCI bus inside the guest);
 * the origin unreachable: cached content is still served, a cold object comes from the shield,
   one nobody holds gets a clear 502;
 * a title purged through the control plane: gone from every appliance, and the CloudFront
@@ -112,9 +113,60 @@ def _wait(cond: Any, timeout: float, every: float = 1.0) -> bool:
     return bool(cond())
 
 
+class _LoopFailure:
+    """A container's NVMe: the loop device's backing file is cut to nothing, so every read of it
+    is an I/O error, as from a dead drive; replaced by putting the bytes back."""
+
+    def __init__(self, host: Any) -> None:
+        self.dev = host.disks["nvme0"]
+        self.image = host.dir / "disks" / "nvme0.img"
+        self.size = self.image.stat().st_size
+        self.backup = self.image.with_suffix(".before-drill")
+
+    def fail(self) -> str:
+        subprocess.run(["cp", "--sparse=always", str(self.image), str(self.backup)], check=True)
+        with open(self.image, "r+b") as f:
+            f.truncate(0)
+        subprocess.run(["losetup", "-c", self.dev], check=False, capture_output=True)
+        return f"{self.dev}'s backing file cut to 0 bytes"
+
+    def replace(self) -> None:
+        subprocess.run(["cp", "--sparse=always", str(self.backup), str(self.image)], check=True)
+        self.backup.unlink()
+        with open(self.image, "r+b") as f:
+            f.truncate(self.size)
+        subprocess.run(["losetup", "-c", self.dev], check=False, capture_output=True)
+
+
+class _GuestNvmeFailure:
+    """A VM's NVMe fails in its own kernel: the controller is removed from the PCI bus (as a drive
+    that drops off the bus), and the page cache dropped so reads reach the device. Replaced by a
+    PCI rescan, which finds the same drive with its data."""
+
+    def __init__(self, host: Any) -> None:
+        from cdnlab.lab.hosts import DiskSpec, _serial
+
+        self.host = host
+        self.serial = _serial(DiskSpec("nvme0"))
+
+    def fail(self) -> str:
+        pci = self.host.ssh(
+            "for c in /sys/class/nvme/nvme*; do "
+            f'[ "$(tr -d " " < $c/serial)" = {self.serial} ] && readlink -f $c/device; done',
+            timeout=60,
+        ).stdout.strip()
+        if not pci.startswith("/sys/devices/pci"):
+            raise RuntimeError(f"{self.host.name}: no NVMe controller with serial {self.serial}")
+        self.host.ssh(f"echo 1 > {pci}/remove; sync; echo 3 > /proc/sys/vm/drop_caches", timeout=120)
+        return f"NVMe controller {pci.rsplit('/', 1)[-1]} removed from the guest's PCI bus"
+
+    def replace(self) -> None:
+        self.host.ssh("echo 1 > /sys/bus/pci/rescan; udevadm settle", timeout=120)
+
+
 def disk(lab: HostLab) -> None:
-    """Fail the appliance's NVMe under load: the loop device's backing file is cut to nothing, so
-    every read of it is an I/O error, as from a dead drive."""
+    """Fail the appliance's NVMe under load (a dead drive: every read an I/O error), check that it
+    keeps serving the origin's bytes, then replace the drive."""
     from cdnlab.lab.hostlab import http, signed
 
     g = lab.gate
@@ -124,14 +176,9 @@ def disk(lab: HostLab) -> None:
     keys = [k for t in lab.content.titles for k in lab.content.segment_keys(t)]
     for k in keys:  # load it up: every segment through this appliance
         http(lab.edge_url(name) + signed(k), timeout=30)
-    dev = host.disks["nvme0"]
-    image = host.dir / "disks" / "nvme0.img"
-    size = image.stat().st_size
-    backup = image.with_suffix(".before-drill")
-    subprocess.run(["cp", "--sparse=always", str(image), str(backup)], check=True)
-    with open(image, "r+b") as f:
-        f.truncate(0)
-    subprocess.run(["losetup", "-c", dev], check=False, capture_output=True)
+    failure = _GuestNvmeFailure(host) if host.vm else _LoopFailure(host)
+    how = failure.fail()
+    lab.gate.data.setdefault("disk_drill", {})[name] = how
     bad: list[str] = []
     t0 = time.monotonic()
     for k in keys * 2:
@@ -153,7 +200,7 @@ def disk(lab: HostLab) -> None:
     g.check(
         f"{name} marks the disk failed and drops its objects",
         _wait(noticed, 30),
-        "; ".join(f"{d['kind']} {d['path']}: {d.get('reason')}" for d in failed),
+        f"{how}: " + "; ".join(f"{d['kind']} {d['path']}: {d.get('reason')}" for d in failed),
     )
     status, _, body = http(lab.admin_url(name) + "/healthz")
     g.check(
@@ -166,17 +213,15 @@ def disk(lab: HostLab) -> None:
         status == 200 and b'"serving"' in body,
         body[:200].decode(errors="replace"),
     )
-    # The drive is replaced by the same one: data back, capacity back, remounted, daemon restarted.
-    subprocess.run(["cp", "--sparse=always", str(backup), str(image)], check=True)
-    backup.unlink()
-    with open(image, "r+b") as f:
-        f.truncate(size)
-    subprocess.run(["losetup", "-c", dev], check=False, capture_output=True)
+    # The drive is replaced by the same one: data back, capacity back, remounted (by label, from
+    # fstab; nouuid if the old mount of the same filesystem still lingers), daemon restarted.
+    failure.replace()
     mounts = " ".join(d["path"] for d in failed if d.get("kind") != "ram")
     host.ssh(
-        f"systemctl stop {UNIT}; for m in {mounts}; do umount -l $m; mount $m; done; systemctl start {UNIT}",
+        f"systemctl stop {UNIT}; for m in {mounts}; do umount -l $m; mount $m || mount -o nouuid $m; done;"
+        f" systemctl start {UNIT}",
         check=False,
-        timeout=120,
+        timeout=300,
     )
     back = _wait(lambda: http(lab.admin_url(name) + "/healthz")[0] == 200 and not noticed(), 60)
     g.check(f"{name} serves with the replaced disk back in service", back)

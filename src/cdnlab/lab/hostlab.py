@@ -4,7 +4,8 @@
    the cloud tier (``infra.apply``) applied to it through AWS_ENDPOINT_URL;
 2. DASH content made with ffmpeg, uploaded to the S3 origin with SHA-256 metadata;
 3. appliance hosts, a shield and a control host as systemd-nspawn containers with loop-device
-   disks; the wheel built and ``site.yml`` run over SSH; the testinfra suites run against them;
+   disks (with ``--hosts vm`` the appliances are qemu VMs on the same bridge, their disks emulated
+   NVMe and SATA); the wheel built and ``site.yml`` run over SSH; the testinfra suites run;
 4. players (``cdnlab play``) in client namespaces of different prefixes, steered to their sites;
 5. drills (drills.py), Prometheus read back, a report (report.py).
 
@@ -14,6 +15,7 @@ emulator; ``lab down`` removes everything; ``lab status`` says what runs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -33,7 +35,7 @@ from rich.table import Table
 from cdnlab.lab import services
 from cdnlab.lab.content import Content, ensure_content, upload
 from cdnlab.lab.gate import Gate
-from cdnlab.lab.hosts import Lab, LabError
+from cdnlab.lab.hosts import Lab, LabError, ensure_qemu
 from cdnlab.lab.topology import (
     ADMIN_PORT,
     CONTROL_PORT,
@@ -47,7 +49,6 @@ from cdnlab.signing import sign_path
 
 REPO = Path(__file__).resolve().parents[3]
 STATE = "cdnlab-lab.json"
-PREFIX = "cdl"
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -96,7 +97,12 @@ class HostLab:
             self.state = json.loads(self.state_path.read_text())
         topo = self.state.get("topology")
         self.topo = Topology(**topo) if topo else opts.topology
-        self.lab = Lab(self.workdir / "hosts", net=self.topo.net, prefix=PREFIX, progress=self._progress)
+        self.lab = Lab(
+            self.workdir / "hosts",
+            net=self.topo.net,
+            prefix=lab_prefix(self.topo.net),
+            progress=self._progress,
+        )
         self.gate = Gate(console)
         self.content: Content | None = None
         self.outputs: dict[str, Any] = {}
@@ -162,20 +168,31 @@ class HostLab:
     def up(self) -> Gate:
         g = self.gate
         t = self.topo
+        vm = t.hosts == "vm"
         self.console.rule(
-            f"[bold]cdnlab lab: {t.sites} site(s) × {t.per_site} appliance(s), a shield, a control host"
+            f"[bold]cdnlab lab: {t.sites} site(s) × {t.per_site} appliance(s)"
+            f"{' (qemu VMs)' if vm else ''}, a shield, a control host"
         )
         reuse = bool(self.state) and self.lab.running()
         if reuse and self.topo != self.opts.topology:
             self.console.print(
-                f"[yellow]a lab of {t.sites} site(s) × {t.per_site} appliance(s) runs in {self.workdir}: "
-                "reusing it as it is (`cdnlab lab down` first to change its shape)[/]"
+                f"[yellow]a lab of {t.sites} site(s) × {t.per_site} {t.hosts} appliance(s) runs in "
+                f"{self.workdir}: reusing it as it is (`cdnlab lab down` first to change its shape)[/]"
             )
         with g.step("prerequisites"):
             why = prerequisites()
             g.check("root, systemd-nspawn, debootstrap, ffmpeg, losetup, ip, ssh", why is None, why or "")
             if why:
                 return g
+            if vm:
+                try:
+                    ensure_qemu(self._progress)
+                    qemu = None
+                except LabError as exc:
+                    qemu = str(exc)
+                g.check("qemu-system-x86_64 for the appliance VMs", qemu is None, qemu or "")
+                if qemu:
+                    return g
         with g.step("content", "DASH with ffmpeg, images, assets (cached)"):
             self.content = ensure_content(self.opts.titles, progress=self._progress)
             c = self.content
@@ -184,7 +201,12 @@ class HostLab:
                 all((c.root / f"content/{ti}/manifest.mpd").exists() for ti in c.titles),
                 f"{len(c.titles)} titles × 3 bitrates × {c.segments} segments, {len(c.digests)} objects",
             )
-        with g.step("hosts", "systemd-nspawn containers on a bridge, loop-device disks"):
+        with g.step(
+            "hosts",
+            "appliances as qemu VMs (NVMe + SATA disks), shield and control host as containers, one bridge"
+            if vm
+            else "systemd-nspawn containers on a bridge, loop-device disks",
+        ):
             self._hosts(reuse)
         with g.step("cloud tier", "MiniStack on loopback, infra.apply through AWS_ENDPOINT_URL"):
             self._cloud(reuse)
@@ -215,22 +237,26 @@ class HostLab:
         g = self.gate
         if reuse:
             self.lab.reattach(self.state["hosts"])
+            for name, h in self.lab.hosts.items():  # a VM's disks may have new names since
+                self.state["hosts"][name]["disks"] = h.disks
+            self.save()
             g.check("the running lab's hosts are reused", True, ", ".join(self.lab.hosts))
         else:
             if self.state:
                 self.console.print("     [dim]… a previous lab is not running whole: cleaning it up[/]")
                 self.down_quiet()
-            self.state = {
-                "topology": {"sites": self.topo.sites, "per_site": self.topo.per_site, "net": self.topo.net}
-            }
+            self.state = {"topology": dataclasses.asdict(self.topo)}
             self.save()
-            self.lab.up(self.topo.specs(), boot_timeout=300)
+            self.lab.up(self.topo.specs(), boot_timeout=300, vm_boot_timeout=900)
             self.state["hosts"] = self.lab.describe()
             self.save()
             for i, _site in enumerate(self.topo.site_names):
                 self.lab.add_client(f"cl{'abcdefgh'[i]}", self.topo.client_address(i))
             self.state["clients"] = {
-                site: {"netns": f"{PREFIX}-cl{'abcdefgh'[i]}", "address": self.topo.client_address(i)}
+                site: {
+                    "netns": f"{self.lab.prefix}-cl{'abcdefgh'[i]}",
+                    "address": self.topo.client_address(i),
+                }
                 for i, site in enumerate(self.topo.site_names)
             }
             self.save()
@@ -243,12 +269,26 @@ class HostLab:
             f"{len(ok)}/{len(self.lab.hosts)}: "
             + ", ".join(f"{h.name} {h.address}" for h in self.lab.hosts.values()),
         )
-        disks = {n: h.disks for n, h in self.lab.hosts.items() if h.disks}
+        containers = {n: h.disks for n, h in self.lab.hosts.items() if h.disks and not h.vm}
         g.check(
-            "appliances have their loop-device NVMe and HDD disks",
-            all(Path(d).exists() for ds in disks.values() for d in ds.values()),
-            "; ".join(f"{n}: {', '.join(f'{k}={v}' for k, v in ds.items())}" for n, ds in disks.items()),
+            "container appliances have their loop-device NVMe and HDD disks",
+            all(Path(d).exists() for ds in containers.values() for d in ds.values()),
+            "; ".join(f"{n}: {', '.join(f'{k}={v}' for k, v in ds.items())}" for n, ds in containers.items()),
         )
+        vms = [h for h in self.lab.hosts.values() if h.vm]
+        if vms:
+            seen = {h.name: _disk_kinds(h) for h in vms}
+            g.check(
+                "VM appliances see an NVMe disk (rotational 0) and a SATA disk (rotational 1)",
+                all(
+                    ds.get("nvme0", ("",))[0] == "nvme 0" and ds.get("hdd0", ("",))[0] == "sata 1"
+                    for ds in seen.values()
+                ),
+                "; ".join(
+                    f"{n}: {', '.join(f'{k}={dev} ({what})' for k, (what, dev) in ds.items())}"
+                    for n, ds in seen.items()
+                ),
+            )
 
     def _cloud(self, reuse: bool) -> None:
         g = self.gate
@@ -457,7 +497,10 @@ class HostLab:
         running = self.lab.running()
         for name, h in (self.state.get("hosts") or {}).items():
             ok = running and _ssh_ok(self.lab, name, h)
-            table.add_row(f"host {name} ({', '.join(h['groups'])})", h["address"], "up" if ok else "down")
+            kind = "VM" if h.get("vm") else "container"
+            table.add_row(
+                f"host {name} ({kind}; {', '.join(h['groups'])})", h["address"], "up" if ok else "down"
+            )
         for p in self.state.get("procs", []):
             table.add_row(p["name"], f"pid {p['pid']}", "running" if services.alive(p) else "stopped")
         for site, c in (self.state.get("clients") or {}).items():
@@ -489,6 +532,20 @@ def _ssh_ok(lab: Lab, name: str, h: dict[str, Any]) -> bool:
     except subprocess.TimeoutExpired:
         return False
     return out.strip() in ("running", "degraded")
+
+
+def _disk_kinds(host: Any) -> dict[str, tuple[str, str]]:
+    """Disk name → ("TRANSPORT ROTATIONAL", device) as the VM's kernel reports them now."""
+    out: dict[str, tuple[str, str]] = {}
+    for name, dev in host.disks.items():
+        proc = host.ssh(f"lsblk --nodeps --noheadings -o TRAN,ROTA {dev}", check=False, timeout=60)
+        out[name] = (" ".join(proc.stdout.split()) or proc.stderr.strip()[:80], dev)
+    return out
+
+
+def lab_prefix(net: int) -> str:
+    """Names of the lab's namespaces and links (cdl50-sw, cdl50-ctl, …): one lab per --net."""
+    return f"cdl{net}"
 
 
 def _sha(body: bytes) -> str:

@@ -30,6 +30,7 @@ Needs root, ``debootstrap``, ``systemd-container`` (systemd-nspawn), ``iproute2`
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -309,6 +310,9 @@ class HostSpec:
     groups: tuple[str, ...] = ()
     disks: tuple[DiskSpec, ...] = ()
     vars: Mapping[str, Any] = field(default_factory=dict)
+    # a qemu VM on the bridge (a tap port) instead of a container: its flash disks are emulated
+    # NVMe, its HDDs SATA disks on an AHCI controller, seen by a real kernel under real names
+    vm: bool = False
 
 
 @dataclass
@@ -318,9 +322,13 @@ class Host:
     netns: str
     dir: Path
     ssh_base: list[str]
-    # disk name → device path as the host sees it (/dev/loopN)
+    # disk name → device path as the host sees it (/dev/loopN; in a VM /dev/nvme0n1, /dev/sda)
     disks: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def vm(self) -> bool:
+        return self.spec.vm
 
     @property
     def name(self) -> str:
@@ -455,8 +463,11 @@ class Lab:
     def __exit__(self, *exc: object) -> None:
         self.down()
 
-    def up(self, specs: Sequence[HostSpec], *, boot_timeout: float = 180) -> dict[str, Host]:
-        """Boot SPECS (in parallel) and wait until each answers SSH with systemd running."""
+    def up(
+        self, specs: Sequence[HostSpec], *, boot_timeout: float = 180, vm_boot_timeout: float = 900
+    ) -> dict[str, Host]:
+        """Boot SPECS (in parallel) and wait until each answers SSH with systemd running. VMs
+        (``HostSpec.vm``) boot under software emulation: minutes, hence their own timeout."""
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, loop devices, systemd-nspawn)")
         for tool in ("systemd-nspawn", "ip", "losetup", "ssh", "ssh-keygen"):
@@ -472,6 +483,10 @@ class Lab:
             Lab.cleanup(self.workdir)
             self._state = {"prefix": self.prefix, "net": self.net}
         rootfs = self._rootfs or ensure_rootfs(self.cache_dir, progress=self.progress)
+        image = None
+        if any(s.vm for s in specs):
+            ensure_qemu(self.progress)
+            image = ensure_vm_image(self.cache_dir, progress=self.progress)
         self._ensure_nspawn_runtime()
         self._ensure_key()
         self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -481,15 +496,20 @@ class Lab:
         first = 11 + len(self.hosts)
         new: list[Host] = []
         for i, spec in enumerate(specs):
-            host = self._prepare(spec, first + i, rootfs)
+            host = self._prepare_vm(spec, first + i) if spec.vm else self._prepare(spec, first + i, rootfs)
             self.hosts[spec.name] = host
             new.append(host)
+        # the VMs first: they take longest to boot
+        for host in sorted(new, key=lambda h: not h.vm):
+            if host.vm:
+                assert image is not None
+                self._boot_vm(host, image)
+            else:
+                self._write_etc_hosts(host)
+                self._boot(host)
+        t0 = time.monotonic()
         for host in new:
-            self._write_etc_hosts(host)
-            self._boot(host)
-        deadline = time.monotonic() + boot_timeout
-        for host in new:
-            self._wait_ready(host, deadline)
+            self._wait_ready(host, t0 + (vm_boot_timeout if host.vm else boot_timeout))
         return self.hosts
 
     def _ensure_nspawn_runtime(self) -> None:
@@ -609,10 +629,98 @@ class Lab:
         _run(["ip", "-n", host.netns, "link", "set", "lo", "up"])
         return host
 
-    def _write_etc_hosts(self, host: Host) -> None:
+    def _etc_hosts(self, host: Host) -> str:
         lines = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{host.name}", f"{self.controller_address}\tcontroller"]
         lines += [f"{h.address}\t{h.name}" for h in self.hosts.values()]
-        (host.root / "etc/hosts").write_text("\n".join(lines) + "\n")
+        return "\n".join(lines) + "\n"
+
+    def _write_etc_hosts(self, host: Host) -> None:
+        (host.root / "etc/hosts").write_text(self._etc_hosts(host))
+
+    # -- VMs ------------------------------------------------------------------------------------
+
+    def _prepare_vm(self, spec: HostSpec, octet: int) -> Host:
+        """A VM's sparse disk images and its port on the bridge: a tap device in the switch
+        namespace, which qemu (started in that namespace) opens."""
+        hdir = self.workdir / "hosts" / spec.name
+        shutil.rmtree(hdir, ignore_errors=True)
+        (hdir / "disks").mkdir(parents=True)
+        host = Host(
+            spec=spec,
+            address=f"10.203.{self.net}.{octet}",
+            netns="",  # its network stack is the guest kernel's
+            dir=hdir,
+            ssh_base=["ssh", "-i", str(self.key), *self.ssh_options()],
+        )
+        for disk in spec.disks:
+            image = hdir / "disks" / f"{disk.name}.img"
+            with open(image, "wb") as f:
+                f.truncate(disk.size_bytes())
+            self._record("vm_images", str(image))
+        tap = _tap(octet)
+        _run(["ip", "-n", self.switch_netns, "tuntap", "add", "dev", tap, "mode", "tap"])
+        self._record("taps", tap)
+        _run(["ip", "-n", self.switch_netns, "link", "set", tap, "master", "br0", "up"])
+        return host
+
+    def _boot_vm(self, host: Host, image: VmImage) -> None:
+        octet = int(host.address.rsplit(".", 1)[1])
+        qemu = shutil.which("qemu-system-x86_64")
+        assert qemu is not None
+        key = base64.b64encode(self.key.with_suffix(".pub").read_bytes().strip()).decode()
+        cmdline = f"{_VM_CMDLINE} systemd.hostname={host.name} cdnlab.net={host.address}/24 cdnlab.key={key}"
+        args = [
+            "ip",
+            "netns",
+            "exec",
+            self.switch_netns,
+            qemu,
+            "-name",
+            host.name,
+            *_vm_machine(VM_MEMORY_MB),
+            "-kernel",
+            str(image.kernel),
+            "-initrd",
+            str(image.initrd),
+            "-append",
+            cmdline,
+            "-drive",
+            f"file={image.rootfs},if=virtio,format=raw,snapshot=on",
+            "-netdev",
+            f"tap,id=n0,ifname={_tap(octet)},script=no,downscript=no",
+            "-device",
+            f"virtio-net-pci,netdev=n0,mac=52:54:00:cd:{self.net:02x}:{octet:02x}",
+            "-serial",
+            f"file:{host.dir / 'console.log'}",
+            *_vm_disks(
+                [(d, host.dir / "disks" / f"{d.name}.img") for d in host.spec.disks if d.kind == "flash"],
+                [(d, host.dir / "disks" / f"{d.name}.img") for d in host.spec.disks if d.kind == "hdd"],
+            ),
+        ]
+        log = open(host.dir / "qemu.log", "wb")  # noqa: SIM115 - handed to the child
+        # TMPDIR: where -snapshot keeps the root disk's writes, removed with the host's directory
+        host.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TMPDIR": str(host.dir)},
+        )
+        log.close()
+        self._record("vms", {"pid": host.proc.pid, "start": _start_time(host.proc.pid), "host": host.name})
+
+    def _vm_ready(self, host: Host) -> None:
+        """Once a VM answers: its disks by serial number under the names its kernel gave them
+        (nvme0n1, sda, …), each of the kind asked for, and /etc/hosts as the containers have it."""
+        found = _guest_disks(host, [d.name for d in host.spec.disks])
+        for disk in host.spec.disks:
+            d = found[disk.name]
+            rotational = d["rota"] in (True, "1", 1)
+            want = ("nvme", False) if disk.kind == "flash" else ("sata", True)
+            if (d.get("tran"), rotational) != want:
+                raise LabError(f"{host.name}: {disk.name} is {d}, expected transport/rotational {want}")
+            host.disks[disk.name] = f"/dev/{d['name']}"
+        host.ssh(f"cat > /etc/hosts <<'EOF'\n{self._etc_hosts(host)}EOF")
 
     def _boot(self, host: Host) -> None:
         cmd = [
@@ -641,9 +749,10 @@ class Lab:
         last = ""
         while time.monotonic() < deadline:
             if host.proc is not None and host.proc.poll() is not None:
+                what = "qemu" if host.vm else "systemd-nspawn"
                 raise LabError(
-                    f"{host.name}: systemd-nspawn exited {host.proc.returncode}; "
-                    f"see {host.dir / 'console.log'}"
+                    f"{host.name}: {what} exited {host.proc.returncode}; "
+                    f"see {host.dir / 'console.log'}" + (f" and {host.dir / 'qemu.log'}" if host.vm else "")
                 )
             try:
                 with socket.create_connection((host.address, 22), timeout=1):
@@ -658,6 +767,9 @@ class Lab:
                 last = "systemctl is-system-running timed out"
                 continue
             state = proc.stdout.strip()
+            if state in ("running", "degraded") and host.vm:
+                self._vm_ready(host)
+                return
             if state in ("running", "degraded"):
                 # nspawn leaves /proc/sys read-only; a machine with its own network stack can set
                 # its net.* keys, and so can this host: the namespace is its own.
@@ -683,6 +795,7 @@ class Lab:
                 "groups": list(h.spec.groups),
                 "vars": dict(h.spec.vars),
                 "pid": h.proc.pid if h.proc else None,
+                "vm": h.vm,
             }
             for name, h in self.hosts.items()
         }
@@ -693,7 +806,7 @@ class Lab:
             state = json.loads(self._state_file.read_text())
         except (OSError, ValueError):
             return False
-        procs = state.get("procs", [])
+        procs = state.get("procs", []) + state.get("vms", [])
         return bool(procs) and all(_alive(p["pid"], p["start"]) for p in procs)
 
     def reattach(self, described: Mapping[str, Mapping[str, Any]]) -> dict[str, Host]:
@@ -703,7 +816,9 @@ class Lab:
             raise LabError(f"no running lab in {self.workdir}")
         self._state = json.loads(self._state_file.read_text())
         for name, d in described.items():
-            spec = HostSpec(name, groups=tuple(d["groups"]), vars=dict(d.get("vars", {})))
+            spec = HostSpec(
+                name, groups=tuple(d["groups"]), vars=dict(d.get("vars", {})), vm=bool(d.get("vm"))
+            )
             self.hosts[name] = Host(
                 spec=spec,
                 address=d["address"],
@@ -713,6 +828,10 @@ class Lab:
                 disks=dict(d.get("disks", {})),
             )
         self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for host in self.hosts.values():
+            if host.vm:  # under the names its kernel gives them now (a PCI rescan renames a disk)
+                found = _guest_disks(host, list(host.disks))
+                host.disks = {name: f"/dev/{d['name']}" for name, d in found.items()}
         return self.hosts
 
     def add_client(self, name: str, address: str, prefix_len: int = 24) -> str:
@@ -746,7 +865,10 @@ class Lab:
         _run(["ip", "-n", ns, "link", "set", "lo", "up"])
         _run(["ip", "-n", ns, "route", "add", f"10.203.{self.net}.0/24", "dev", "eth0"])
         for host in self.hosts.values():
-            _run(["ip", "-n", host.netns, "route", "replace", f"{address}/32", "dev", "eth0"])
+            if host.vm:
+                host.ssh(f"ip route replace {address}/32 dev eth0")
+            else:
+                _run(["ip", "-n", host.netns, "route", "replace", f"{address}/32", "dev", "eth0"])
         _run(["ip", "route", "replace", f"{address}/32", "dev", self.controller_link])
         return ns
 
@@ -819,10 +941,17 @@ class Lab:
                     _run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "lab"], check=False, timeout=10)
                 sock.unlink(missing_ok=True)
         _stop_containers(state.get("procs", []), errors)
+        _stop_vms(state.get("vms", []), errors)
+        for tap in state.get("taps", []):
+            sw = f"{state.get('prefix', '')}-sw"
+            if Path(f"/run/netns/{sw}").exists():
+                _run(["ip", "-n", sw, "link", "del", tap], check=False)
         for mount in state.get("mounts", []):
             _umount(Path(mount), errors)
         for loop in state.get("loops", []):
             _detach_loop(loop["device"], loop["file"], errors)
+        for image in state.get("vm_images", []):
+            Path(image).unlink(missing_ok=True)
         for ns in reversed(state.get("netns", [])):
             if Path(f"/run/netns/{ns}").exists():
                 proc = _run(["ip", "netns", "del", ns], check=False)
@@ -899,6 +1028,35 @@ def _stop_containers(procs: list[dict[str, Any]], errors: list[str]) -> None:
     errors += [f"systemd-nspawn {p} did not exit" for p, s in live if _alive(p, s)]
 
 
+def _guest_disks(host: Host, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """NAMES (the lab's disk names) → lsblk's entry for the VM disk with that serial number."""
+    found = json.loads(host.ssh("lsblk --json --nodeps -o NAME,SERIAL,ROTA,TRAN").stdout)
+    by_serial = {str(d.get("serial") or "").strip(): d for d in found.get("blockdevices", [])}
+    out = {}
+    for name in names:
+        serial = _serial(DiskSpec(name))
+        if serial not in by_serial:
+            raise LabError(f"{host.name}: no disk with serial {serial} in the VM: {found}")
+        out[name] = by_serial[serial]
+    return out
+
+
+def _stop_vms(vms: list[dict[str, Any]], errors: list[str]) -> None:
+    """SIGTERM each qemu (the guest's power is cut: its disks are thrown away anyway), SIGKILL
+    what is left after 20 s."""
+    live = [(p["pid"], p["start"]) for p in vms if _alive(p["pid"], p["start"])]
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        for pid, start in live:
+            if _alive(pid, start):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(_alive(p, s) for p, s in live):
+            _reap(live)
+            time.sleep(0.2)
+    errors += [f"qemu {p} did not exit" for p, s in live if _alive(p, s)]
+
+
 def _reap(live: list[tuple[int, str | None]]) -> None:
     for pid, _ in live:
         with contextlib.suppress(ChildProcessError, OSError):
@@ -933,6 +1091,116 @@ def _detach_loop(device: str, image: str, errors: list[str]) -> None:
 # -- qemu virtual machines (real device names: NVMe and SATA) ---------------------------------------
 
 VM_PACKAGES = ("linux-image-amd64", "initramfs-tools")
+# Bump when the VM image recipe below changes.
+_VM_RECIPE = "2"
+VM_MEMORY_MB = 2048
+_VM_CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
+# Run before networkd and sshd: a lab VM's address and the lab's SSH key come on the kernel
+# command line (cdnlab.net=ADDR/LEN, cdnlab.key=BASE64), so one image serves every VM. Without
+# them the image keeps its user-network address (20-qemu.network, which 10-cdnlab sorts before).
+_VM_BOOT_SCRIPT = """#!/bin/sh
+set -e
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        cdnlab.net=*) net="${arg#cdnlab.net=}" ;;
+        cdnlab.key=*) key="${arg#cdnlab.key=}" ;;
+    esac
+done
+if [ -n "$net" ]; then
+    mkdir -p /run/systemd/network
+    printf '[Match]\\nName=eth0\\n\\n[Network]\\nAddress=%s\\n' "$net" \\
+        > /run/systemd/network/10-cdnlab.network
+fi
+if [ -n "$key" ]; then
+    echo "$key" | base64 -d >> /root/.ssh/authorized_keys
+    echo >> /root/.ssh/authorized_keys
+fi
+"""
+_VM_BOOT_UNIT = """[Unit]
+Description=cdnlab: address and SSH key from the kernel command line
+DefaultDependencies=no
+After=local-fs.target
+Before=network-pre.target systemd-networkd.service ssh.service
+Wants=network-pre.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/cdnlab-vm-boot
+
+[Install]
+WantedBy=sysinit.target
+"""
+
+
+def ensure_qemu(progress: Progress = _quiet) -> None:
+    """qemu-system-x86 installed with apt-get if missing: only VMs need it, so it is not among
+    the Makefile's DEBIAN_PACKAGES (a few hundred MB every machine would pay for)."""
+    if shutil.which("qemu-system-x86_64"):
+        return
+    if os.geteuid() != 0:
+        raise LabError("qemu-system-x86_64 is not installed (Debian package qemu-system-x86; needs root)")
+    progress("installing qemu-system-x86 with apt-get (once)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for args in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "qemu-system-x86"],
+    ):
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=1200, env=env, check=False)
+        if proc.returncode != 0:
+            raise LabError(f"{' '.join(args)} failed: {proc.stderr.strip()[-500:]}")
+    if not shutil.which("qemu-system-x86_64"):
+        raise LabError("qemu-system-x86 installed, but qemu-system-x86_64 is not on PATH")
+
+
+def _tap(octet: int) -> str:
+    return f"vm{octet}"
+
+
+def _serial(disk: DiskSpec) -> str:
+    """The serial number the VM's disk reports (how the lab finds the name the kernel gave it)."""
+    return f"cdnlab-{disk.name}"[:20]
+
+
+def _vm_machine(memory_mb: int) -> list[str]:
+    # TCG: /dev/kvm opens here but a KVM guest stalls after the kernel starts (DESIGN.md)
+    return [
+        "-machine",
+        "q35,accel=tcg",
+        "-cpu",
+        "max",
+        "-smp",
+        "2",
+        "-m",
+        str(memory_mb),
+        "-device",
+        "ahci,id=ahci",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+    ]
+
+
+def _vm_disks(flash: Sequence[tuple[DiskSpec, Path]], hdd: Sequence[tuple[DiskSpec, Path]]) -> list[str]:
+    """Flash disks as NVMe controllers, HDDs as 7200 rpm SATA disks on the AHCI controller."""
+    args: list[str] = []
+    for i, (disk, img) in enumerate(flash):
+        args += [
+            "-drive",
+            f"file={img},if=none,id=nv{i},format=raw",
+            "-device",
+            f"nvme,drive=nv{i},serial={_serial(disk)}",
+        ]
+    if len(hdd) > 6:
+        raise ValueError("at most 6 HDDs per VM (the AHCI controller's ports)")
+    for i, (disk, img) in enumerate(hdd):
+        args += [
+            "-drive",
+            f"file={img},if=none,id=hd{i},format=raw",
+            "-device",
+            f"ide-hd,drive=hd{i},bus=ahci.{i},rotation_rate=7200,serial={_serial(disk)}",
+        ]
+    return args
 
 
 @dataclass(frozen=True)
@@ -947,7 +1215,7 @@ def ensure_vm_image(cache_dir: Path = CACHE_DIR, *, progress: Progress = _quiet)
     """A bootable image made from the cached root filesystem plus Debian's kernel, with
     systemd-networkd on qemu's user network and an SSH key for root. Built once (a few minutes)."""
     base = ensure_rootfs(cache_dir, progress=progress)
-    target = Path(cache_dir) / f"vm-{rootfs_key()}"
+    target = Path(cache_dir) / f"vm-{rootfs_key()}-{_VM_RECIPE}"
     image = VmImage(target / "vmlinuz", target / "initrd.img", target / "rootfs.img", target / "id_ed25519")
     ok = target / ".cdnlab-vm-ok"
     if ok.exists():
@@ -994,6 +1262,12 @@ def ensure_vm_image(cache_dir: Path = CACHE_DIR, *, progress: Progress = _quiet)
         net.parent.mkdir(parents=True, exist_ok=True)
         net.write_text("[Match]\nName=en* eth*\n\n[Network]\nAddress=10.0.2.15/24\nGateway=10.0.2.2\n")
         _run(["systemctl", f"--root={tree}", "enable", "systemd-networkd.service"], check=False)
+        script = tree / "usr/local/sbin/cdnlab-vm-boot"
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(_VM_BOOT_SCRIPT)
+        script.chmod(0o755)
+        (tree / "etc/systemd/system/cdnlab-vm-boot.service").write_text(_VM_BOOT_UNIT)
+        _run(["systemctl", f"--root={tree}", "enable", "cdnlab-vm-boot.service"])
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cdnlab-vm", "-f", str(image.key)])
         ssh_dir = tree / "root/.ssh"
         ssh_dir.mkdir(mode=0o700, exist_ok=True)
@@ -1069,53 +1343,32 @@ class Vm:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 self.ssh_port = int(s.getsockname()[1])
+        flash = [
+            (DiskSpec(f"nvme{i}", size), self._disk(f"nvme{i}", size)) for i, size in enumerate(self.nvme)
+        ]
+        hdd = [
+            (DiskSpec(f"hdd{i}", size, "hdd"), self._disk(f"hdd{i}", size))
+            for i, size in enumerate(self.sata_hdd)
+        ]
         args = [
             qemu,
-            "-machine",
-            "q35,accel=tcg",
-            "-cpu",
-            "max",
-            "-smp",
-            "2",
-            "-m",
-            str(self.memory_mb),
+            *_vm_machine(self.memory_mb),
             "-kernel",
             str(self.image.kernel),
             "-initrd",
             str(self.image.initrd),
             "-append",
-            "root=/dev/vda rw console=ttyS0 net.ifnames=0",
+            _VM_CMDLINE,
             "-drive",
             f"file={self.image.rootfs},if=virtio,format=raw,snapshot=on",
             "-netdev",
             f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
             "-device",
             "virtio-net-pci,netdev=n0",
-            "-device",
-            "ahci,id=ahci",
-            "-display",
-            "none",
             "-serial",
             f"file:{self.workdir / 'console.log'}",
-            "-monitor",
-            "none",
+            *_vm_disks(flash, hdd),
         ]
-        for i, size in enumerate(self.nvme):
-            img = self._disk(f"nvme{i}", size)
-            args += [
-                "-drive",
-                f"file={img},if=none,id=nv{i},format=raw",
-                "-device",
-                f"nvme,drive=nv{i},serial=CDNLABNVME{i}",
-            ]
-        for i, size in enumerate(self.sata_hdd):
-            img = self._disk(f"hdd{i}", size)
-            args += [
-                "-drive",
-                f"file={img},if=none,id=hd{i},format=raw",
-                "-device",
-                f"ide-hd,drive=hd{i},bus=ahci.{i},rotation_rate=7200,serial=CDNLABHDD{i}",
-            ]
         log = open(self.workdir / "qemu.log", "wb")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         log.close()

@@ -23,8 +23,15 @@ class Topology:
     sites: int = 2
     per_site: int = 2
     net: int = 50
+    # the edge appliances: "nspawn" containers, or "vm" (qemu VMs with NVMe and SATA disks); the
+    # shield and the control host are containers either way
+    hosts: str = "nspawn"
 
     def __post_init__(self) -> None:
+        if self.hosts not in ("nspawn", "vm"):
+            raise ValueError(f"hosts must be nspawn or vm, not {self.hosts!r}")
+        if not 0 <= self.net <= 255:
+            raise ValueError("--net must be 0..255 (the third octet of 10.203.NET.0/24)")
         if not 1 <= self.sites <= len(SITES):
             raise ValueError(f"--sites must be 1..{len(SITES)}")
         if not 1 <= self.per_site <= 8:
@@ -55,7 +62,10 @@ class Topology:
             HostSpec("ctl1", groups=("control", "monitoring")),
             HostSpec("shield1", groups=("appliances", "shields"), disks=(DiskSpec("nvme0", "1G", "flash"),)),
         ]
-        out += [HostSpec(name, groups=("appliances", "edges"), disks=disks) for name, _ in self.appliances()]
+        out += [
+            HostSpec(name, groups=("appliances", "edges"), disks=disks, vm=self.hosts == "vm")
+            for name, _ in self.appliances()
+        ]
         return out
 
 
