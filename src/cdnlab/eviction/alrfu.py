@@ -85,7 +85,11 @@ class ALRFU(EvictionPolicy):
         super().__init__(capacity)
         self.k = float(k)
         self.ghost_ratio = ghost_ratio
-        self._meta: dict[Key, list] = {}  # key -> [last, b, size, sampled?, live heap entry]
+        # key -> (last, b, size, sampled?, live queue entry). A tuple, replaced on every change,
+        # not a list: a tuple of numbers leaves the cyclic GC's lists at its first young
+        # collection, while millions of long-lived lists (records and ghosts) made every full
+        # collection walk them all (a quarter of the simulator's time; pauses in the daemon).
+        self._meta: dict[Key, tuple] = {}
         # Objects wait for eviction in one of two queues, both lazily refreshed. Most objects
         # enter with no boost, at the current time: always the latest, so a FIFO keeps them in
         # order at O(1). Boosted ones (back from the ghost, or found hit when they surface)
@@ -94,12 +98,12 @@ class ALRFU(EvictionPolicy):
         self._fifo: deque[tuple[float, Key]] = deque()
         self._heap: list[float] = []
         self._at: dict[float, Key] = {}
-        # The ghost in two generations of plain dicts (key -> the evicted object's [last, b, …]):
+        # The ghost in two generations of plain dicts (key -> the evicted object's record):
         # when the young one holds ghost_ratio/2 x the cached objects it becomes the old one and
         # the old one is dropped, so between 1x and 2x that many evictions are remembered at
         # the cost of dict operations only (an OrderedDict FIFO costs twice as much).
-        self._ghost: dict[Key, list] = {}
-        self._ghost_old: dict[Key, list] = {}
+        self._ghost: dict[Key, tuple] = {}
+        self._ghost_old: dict[Key, tuple] = {}
         self._ghost_max = 16
         self._clock = 0
         self.tau = self.k * 256
@@ -137,13 +141,15 @@ class ALRFU(EvictionPolicy):
     # ---- events ----
 
     def on_hit(self, key: Key, now: float) -> None:
-        m = self._meta[key]
+        meta = self._meta
+        m = meta[key]
         if m[3]:
             self._shadow(key, m[2], now)
+            m = meta[key]  # a change of k rebuilt the queues, and the record's entry with them
+        last, b, size, sampled, p = m
         t = self._clock = self._clock + 1
-        x = m[1] - (t - m[0]) * self._inv_tau
-        m[1] = _log1p(_exp(x)) if x > -40.0 else 0.0
-        m[0] = t
+        x = b - (t - last) * self._inv_tau
+        meta[key] = (t, _log1p(_exp(x)) if x > -40.0 else 0.0, size, sampled, p)
 
     def admit(self, key: Key, size: int, now: float) -> bool:
         self._clock += 1
@@ -194,7 +200,7 @@ class ALRFU(EvictionPolicy):
         else:
             p = float(t)
             self._fifo.append((p, key))
-        meta[key] = [t, b, size, sampled, p]  # p: the live queue entry; others are stale
+        meta[key] = (t, b, size, sampled, p)  # p: the live queue entry; others are stale
         self.used += size
         if len(meta) > self._retau_above:
             self._retau()  # tau follows the object count while the cache fills
@@ -230,7 +236,7 @@ class ALRFU(EvictionPolicy):
                 while cur in at:
                     cur = _nextafter(cur, _INF)
                 at[cur] = key
-                m[4] = cur
+                meta[key] = (m[0], m[1], m[2], m[3], cur)
                 push(heap, cur)
                 continue
             del meta[key]
@@ -263,12 +269,13 @@ class ALRFU(EvictionPolicy):
         heap: list[float] = []
         at: dict[float, Key] = {}
         tau = self.tau
-        for key, m in self._meta.items():
+        meta = self._meta
+        for key, m in meta.items():
             p = m[0] + tau * m[1]
             while p in at:
                 p = _nextafter(p, _INF)
             at[p] = key
-            m[4] = p
+            meta[key] = (m[0], m[1], m[2], m[3], p)
             heap.append(p)
         heapq.heapify(heap)
         self._heap, self._at = heap, at
@@ -278,8 +285,9 @@ class ALRFU(EvictionPolicy):
         # in 32 (4 shadows then add at most an eighth to the work)
         shift = max(self.shadow_min_shift, (len(self._meta) // self.shadow_objects).bit_length() - 1)
         mask = self._mask = (1 << shift) - 1
-        for key, m in self._meta.items():
-            m[3] = not _tag(key) & mask
+        meta = self._meta
+        for key, m in meta.items():
+            meta[key] = (m[0], m[1], m[2], not _tag(key) & mask, m[4])
         cap = self.capacity >> shift
         self.shadows = [ALRFU(cap, k=g, adaptive=False, ghost_ratio=self.ghost_ratio) for g in self.grid]
 
