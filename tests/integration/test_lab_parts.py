@@ -118,3 +118,14 @@ def test_topology_names_sites_prefixes_and_hosts() -> None:
     assert [s.name for s in t.specs()][:2] == ["ctl1", "shield1"]
     with pytest.raises(ValueError):
         Topology(sites=0)
+
+
+def test_topology_with_vm_hosts_makes_only_the_edges_vms() -> None:
+    specs = {s.name: s for s in Topology(sites=1, per_site=2, net=61, hosts="vm").specs()}
+    assert [n for n, s in specs.items() if s.vm] == ["oca-a1", "oca-a2"]
+    assert {d.kind for d in specs["oca-a1"].disks} == {"flash", "hdd"}
+    assert not any(s.vm for s in Topology(sites=1, per_site=2).specs())
+    with pytest.raises(ValueError, match="nspawn or vm"):
+        Topology(hosts="kvm")
+    with pytest.raises(ValueError, match=r"0\.\.255"):
+        Topology(net=256)
