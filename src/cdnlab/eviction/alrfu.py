@@ -259,9 +259,15 @@ class ALRFU(EvictionPolicy):
         n = len(self._meta)
         self._retau_above = int(n * 1.25)
         self._ghost_max = int(self.ghost_ratio * n / 2) + 16  # per generation
-        self.tau = self.k * max(16, n)
-        self._inv_tau = 1.0 / self.tau
-        self._rebuild()
+        tau = self.k * max(16, n)
+        lower = tau < self.tau
+        self.tau = tau
+        self._inv_tau = 1.0 / tau
+        if lower:
+            self._rebuild()
+        # A longer tau only raises priorities (b >= 0): every queue entry stays a lower bound of
+        # its object's priority, which is all the lazy requeue in evict() needs, so the queues
+        # are kept (re-sorting them at each growth step cost the filling cache 5 passes over it).
 
     def _rebuild(self) -> None:
         # everything into the heap, at its current priority (tau may have changed)
