@@ -60,11 +60,38 @@ def test_the_ghost_returns_history_to_an_evicted_object() -> None:
 
 def test_equal_priorities_stay_distinct_in_the_heap() -> None:
     c = ALRFU(1000, adaptive=False)
-    c._clock = 5  # type: ignore[attr-defined]
     for k in "abc":
-        c.on_insert(k, 100, 0.0)  # three objects at the same instant
-    assert len(set(c._at)) == 3  # type: ignore[attr-defined]
+        c.on_insert(k, 100, 0.0)
+    for k in "abc":  # three objects last seen at the same instant, unboosted: one priority
+        c._meta[k] = (6, 0.0, 100, False, c._meta[k][4])  # type: ignore[attr-defined]
+    c.set_k(4.0)  # a shorter tau re-sorts everything into the heap
+    assert len(c._heap) == 3 and len(set(c._at)) == 3  # type: ignore[attr-defined]
     assert sorted(c.evict(1000, 0.0)) == ["a", "b", "c"]
+
+
+class _EagerALRFU(ALRFU):
+    """Re-sorts its queues at every change of tau, as ALRFU once did: the reference for the
+    lazily refreshed queues ALRFU keeps when tau grows."""
+
+    def _retau(self) -> None:
+        super()._retau()
+        self._rebuild()
+
+
+def test_queues_kept_across_a_growing_tau_evict_as_if_re_sorted() -> None:
+    rng = random.Random(11)
+    opts = {"shadow_objects": 16, "shadow_period": 64, "shadow_min_shift": 2}
+    lazy, eager = ALRFU(300_000, **opts), _EagerALRFU(300_000, **opts)  # type: ignore[arg-type]
+    hits: dict[int, list[bool]] = {id(lazy): [], id(eager): []}
+    for i in range(40_000):
+        hot = 4000 * (i // 10_000)  # the popular set moves every 10k requests
+        key = hot + int(rng.paretovariate(0.7)) % 4000 if rng.random() < 0.8 else 100_000 + i
+        size = rng.choice((50, 100, 400, 2000))
+        for c in (lazy, eager):
+            hits[id(c)].append(c.request(key, size, float(i)))
+    assert lazy.k_history == eager.k_history and len(set(lazy.k_history)) > 1  # tau shrank too
+    assert hits[id(lazy)] == hits[id(eager)]
+    assert set(lazy._meta) == set(eager._meta)  # type: ignore[attr-defined]
 
 
 def test_shadows_pick_k_from_the_grid_deterministically() -> None:
