@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 
 import pytest
@@ -27,6 +28,20 @@ def test_replay_counts_objects_and_bytes() -> None:
     assert r.object_miss_ratio == pytest.approx(0.75)
     assert r.byte_miss_ratio == pytest.approx(160 / 260)
     assert r.as_dict() == {"object_miss_ratio": 0.75, "byte_miss_ratio": pytest.approx(160 / 260)}
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_replay_pauses_the_cyclic_gc_and_restores_the_callers_setting(enabled: bool) -> None:
+    seen: list[bool] = []
+    trace = Trace([float(i) for i in range(70_000)], list(range(70_000)), [10] * 70_000)
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        replay(get_policy("default", 5000), trace, progress=lambda n: seen.append(gc.isenabled()))
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert seen == [False, False]  # two chunks, both replayed without the collector
 
 
 SMALL = CdnParams(requests=30_000, days=2, titles=60, releases_per_day=4, segments_mean=30)
