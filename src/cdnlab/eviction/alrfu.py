@@ -105,7 +105,7 @@ class ALRFU(EvictionPolicy):
         self._ghost: dict[Key, tuple] = {}
         self._ghost_old: dict[Key, tuple] = {}
         self._ghost_max = 16
-        self._clock = 0
+        self._clock = 0.0  # a float, as the priorities are (exact: whole numbers below 2^53)
         self.tau = self.k * 256
         self._inv_tau = 1.0 / self.tau
         self._retau_above = 0  # object count past which tau is recomputed
@@ -142,17 +142,17 @@ class ALRFU(EvictionPolicy):
 
     def on_hit(self, key: Key, now: float) -> None:
         meta = self._meta
-        m = meta[key]
-        if m[3]:
-            self._shadow(key, m[2], now)
-            m = meta[key]  # a change of k rebuilt the queues, and the record's entry with them
-        last, b, size, sampled, p = m
-        t = self._clock = self._clock + 1
+        last, b, size, sampled, p = meta[key]
+        if sampled:
+            self._shadow(key, size, now)
+            # a change of k rebuilt the queues, and the record's entry with them
+            last, b, size, sampled, p = meta[key]
+        t = self._clock = self._clock + 1.0
         x = b - (t - last) * self._inv_tau
         meta[key] = (t, _log1p(_exp(x)) if x > -40.0 else 0.0, size, sampled, p)
 
     def admit(self, key: Key, size: int, now: float) -> bool:
-        self._clock += 1
+        self._clock += 1.0
         self._tag_key = key  # on_insert(key) next belongs to this request
         mask = self._mask
         if mask >= 0:
@@ -180,7 +180,7 @@ class ALRFU(EvictionPolicy):
         else:
             # stored without admit() (a warm start, a prefetch): an event of its own, so
             # inserts never share a time (nor a heap priority)
-            t = self._clock = self._clock + 1
+            t = self._clock = self._clock + 1.0
             sampled = self._mask >= 0 and not _tag(key) & self._mask
         g = self._ghost.pop(key, None)
         if g is None and self._ghost_old:
@@ -198,7 +198,7 @@ class ALRFU(EvictionPolicy):
             at[p] = key
             heapq.heappush(self._heap, p)
         else:
-            p = float(t)
+            p = t
             self._fifo.append((p, key))
         meta[key] = (t, b, size, sampled, p)  # p: the live queue entry; others are stale
         self.used += size
