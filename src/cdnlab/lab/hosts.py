@@ -1,4 +1,4 @@
-"""Appliance hosts without VMs: Debian booted under ``systemd-nspawn``, reachable over SSH.
+"""Appliance hosts: Debian booted under ``systemd-nspawn`` (or as a qemu VM), reachable over SSH.
 
 Each host is a copy-on-write overlay of one cached debootstrap root filesystem, booted with systemd
 as PID 1 in a network namespace of its own, wired to a bridge that lives in a "switch" namespace,
@@ -10,10 +10,15 @@ controller) sits on the same bridge, so it reaches every host and the hosts reac
                                            br0 ── hI ──veth── eth0 10.203.N.(11+I)/24, sshd, systemd
                                            └── …
 
+A host may instead be a qemu VM (``HostSpec(vm=True)``, software emulation): its port on the bridge
+is a tap device in the switch namespace, where qemu runs; its disks are sparse files behind an
+emulated NVMe controller (flash) or SATA disks on an AHCI controller (HDD), found in the guest by
+serial number under the names its kernel gave them (``/dev/nvme0n1``, ``/dev/sda``).
+
 Only private addresses inside namespaces this module creates are used. ``Lab.down`` removes
-everything ``Lab.up`` made (containers, overlay mounts, loop devices, namespaces, the bridge, SSH
-master connections), and ``Lab.cleanup(workdir)`` does the same for a run that crashed, from the
-state file kept in the work directory.
+everything ``Lab.up`` made (containers, VMs and their taps and disk images, overlay mounts, loop
+devices, namespaces, the bridge, SSH master connections), and ``Lab.cleanup(workdir)`` does the
+same for a run that crashed, from the state file kept in the work directory.
 
 Example::
 
@@ -25,7 +30,8 @@ Example::
         inventory = lab.write_inventory()          # for ansible-playbook -i / testinfra
 
 Needs root, ``debootstrap``, ``systemd-container`` (systemd-nspawn), ``iproute2``, ``util-linux``
-(losetup) and ``openssh-client`` on the machine running it.
+(losetup) and ``openssh-client`` on the machine running it; VMs need ``qemu-system-x86`` (installed
+on demand by ``ensure_qemu``).
 """
 
 from __future__ import annotations
@@ -1213,7 +1219,8 @@ class VmImage:
 
 def ensure_vm_image(cache_dir: Path = CACHE_DIR, *, progress: Progress = _quiet) -> VmImage:
     """A bootable image made from the cached root filesystem plus Debian's kernel, with
-    systemd-networkd on qemu's user network and an SSH key for root. Built once (a few minutes)."""
+    systemd-networkd on qemu's user network and an SSH key for root, or (a lab VM) the address and
+    key given on the kernel command line. Built once (a few minutes)."""
     base = ensure_rootfs(cache_dir, progress=progress)
     target = Path(cache_dir) / f"vm-{rootfs_key()}-{_VM_RECIPE}"
     image = VmImage(target / "vmlinuz", target / "initrd.img", target / "rootfs.img", target / "id_ed25519")
