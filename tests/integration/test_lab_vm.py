@@ -5,7 +5,7 @@ passing (site.yml against the real device names, the testinfra suites, the disk 
 VM's NVMe in its own kernel), then `lab down` leaving no VM, tap, disk image, container, mount,
 loop device, namespace or process behind.
 
-Opt-in, about half an hour under software emulation (TCG): CDNLAB_VM_TEST=1. Needs what the host
+Opt-in, about twenty minutes under software emulation (TCG): CDNLAB_VM_TEST=1. Needs what the host
 lab needs (tests/integration/test_lab_hosts.py) and installs qemu-system-x86 with apt-get if it
 is missing; the VM image is built once under /var/cache/cdnlab-lab.
 """
@@ -29,7 +29,7 @@ NET = 61
 
 def _why_skip() -> str | None:
     if os.environ.get("CDNLAB_VM_TEST") != "1":
-        return "opt-in: CDNLAB_VM_TEST=1 (the VM lab takes about half an hour under software emulation)"
+        return "opt-in: CDNLAB_VM_TEST=1 (the VM lab takes about twenty minutes under software emulation)"
     return prerequisites()
 
 

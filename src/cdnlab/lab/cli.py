@@ -12,7 +12,7 @@ _EXAMPLE = """examples:
   cdnlab lab down                                  # remove everything the lab made
   cdnlab lab up --hosts loopback                   # daemons on 127.0.0.1 only (no root needed)
   cdnlab lab up --hosts vm --sites 1 --appliances-per-site 1 --net 61 --workdir /tmp/vm/run
-                                                   # appliances as qemu VMs (slow: ~15 min+)"""
+                                                   # appliances as qemu VMs (slow: ~20 min)"""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
