@@ -17,6 +17,7 @@ import hashlib
 import json
 import subprocess
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cdnlab.lab import clients, services
@@ -128,6 +129,9 @@ class _LoopFailure:
         with open(self.image, "r+b") as f:
             f.truncate(0)
         subprocess.run(["losetup", "-c", self.dev], check=False, capture_output=True)
+        # A dead drive whose files still sit in the page cache fails no read: drop the clean
+        # pages so reads reach the device (a lab up run twice had every segment cached).
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
         return f"{self.dev}'s backing file cut to 0 bytes"
 
     def replace(self) -> None:
