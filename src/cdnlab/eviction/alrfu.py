@@ -87,8 +87,8 @@ class ALRFU(EvictionPolicy):
         self.ghost_ratio = ghost_ratio
         # key -> (last, b, size, sampled?, live queue entry). A tuple, replaced on every change,
         # not a list: a tuple of numbers leaves the cyclic GC's lists at its first young
-        # collection, while millions of long-lived lists (records and ghosts) made every full
-        # collection walk them all (a quarter of the simulator's time; pauses in the daemon).
+        # collection, while a list per cached and per ghost object made every full collection
+        # walk them all (a quarter of the simulator's time; pauses in the daemon).
         self._meta: dict[Key, tuple] = {}
         # Objects wait for eviction in one of two queues, both lazily refreshed. Most objects
         # enter with no boost, at the current time: always the latest, so a FIFO keeps them in
@@ -260,14 +260,14 @@ class ALRFU(EvictionPolicy):
         self._retau_above = int(n * 1.25)
         self._ghost_max = int(self.ghost_ratio * n / 2) + 16  # per generation
         tau = self.k * max(16, n)
-        lower = tau < self.tau
+        shorter = tau < self.tau
         self.tau = tau
         self._inv_tau = 1.0 / tau
-        if lower:
-            self._rebuild()
         # A longer tau only raises priorities (b >= 0): every queue entry stays a lower bound of
         # its object's priority, which is all the lazy requeue in evict() needs, so the queues
         # are kept (re-sorting them at each growth step cost the filling cache 5 passes over it).
+        if shorter:
+            self._rebuild()
 
     def _rebuild(self) -> None:
         # everything into the heap, at its current priority (tau may have changed)
