@@ -9,6 +9,7 @@ a slow reader costs a few hundred bytes of memory, not a copy of the object.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import time
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 _SENDFILE_CHUNK = 1 << 21
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 _MAX_PIPELINE = 32  # queued responses before we stop reading (back-pressure on pipelining)
+log = logging.getLogger("cdnlab.edge.conn")
 _FATAL = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 # Request heads, as exact bytes read in one piece, that httptools parsed as a plain keep-alive
 # HTTP/1.1 GET answered by the fast path, mapped to their request-target. The same bytes always
@@ -44,6 +46,13 @@ class _Reject(Exception):
     def __init__(self, status: int, reason: str) -> None:
         self.status = status
         self.reason = reason
+
+
+def _length(fd: int) -> int:
+    try:
+        return os.fstat(fd).st_size
+    except OSError:
+        return -1
 
 
 class Conn:
@@ -379,7 +388,15 @@ class Conn:
                     want = min(limit - part.offset, _SENDFILE_CHUNK)
                     n = self.sendfile(self.fd, fd, part.offset, want)
                     if n == 0:
-                        self.abort()  # the file is shorter than its index says: never pad or guess
+                        # No bytes where the object has some: never pad or guess, cut. If the file
+                        # is still as long as its index says, or cannot even be stat'ed, the device
+                        # failed (a shut-down XFS reads as end of file, not EIO).
+                        length = _length(fd) if kind is FileSpan else -2
+                        log.warning("response cut: no bytes at %d of a file of %d", part.offset, length)
+                        if kind is FileSpan and not 0 <= length < limit:
+                            err = OSError(errno.EIO, "sendfile read nothing inside the file")
+                            self.worker.disk_error(part.handle, err)
+                        self.abort()
                         return
                     part.offset += n
                     resp.sent += n
@@ -401,8 +418,10 @@ class Conn:
                     if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
                         self._want_write()
                         return
-                    if exc.errno == errno.EIO and kind is not bytes and kind is not memoryview:
-                        self._disk_error(fd, exc)
+                    if kind is not bytes and kind is not memoryview:
+                        log.warning("response cut: sending from an object file failed: %s", exc)
+                        if exc.errno == errno.EIO:
+                            self.worker.disk_error(part.handle, exc)
                     self.abort()
                     return
             if not resp.complete:
@@ -420,16 +439,6 @@ class Conn:
                 self.close()
         elif not self._reading:
             self._resume_reading()
-
-    def _disk_error(self, fd: int, exc: OSError) -> None:
-        """A read error on an object file mid-body: the client's connection is cut (bytes already
-        went out); the disk is marked failed off the loop, so later requests go elsewhere."""
-        w = self.worker
-        try:
-            dev = os.fstat(fd).st_dev
-        except OSError:
-            return
-        w.loop.run_in_executor(w.io, w.store.note_dev_error, dev, exc)
 
     def _want_write(self) -> None:
         if not self._writing:

@@ -16,10 +16,11 @@ from typing import Protocol
 class FileHandle:
     """An open object file shared by the spans that send from it; closed when the last lets go."""
 
-    __slots__ = ("fd", "refs", "retired")
+    __slots__ = ("dev", "fd", "refs", "retired")
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, dev: int = -1) -> None:
         self.fd = fd
+        self.dev = dev  # st_dev at open (-1: unknown); a dead filesystem may refuse fstat later
         self.refs = 0
         self.retired = False
 

@@ -146,6 +146,9 @@ class Worker:
             self.tls = TLSContexts(config.tls)
         self._hot: dict[str, HotObject] = {}
         self._hot_bytes = 0
+        # Devices this worker met a read error on: their files are not opened again here, without
+        # waiting for the master to mark the disk failed and the index to forget its objects.
+        self._dead_devs: set[int] = set()
         self._seen_seq = self.shm.seq
         self._hits: defaultdict[str, int] = defaultdict(int)
         self._listeners: list[socket.socket] = []
@@ -225,7 +228,12 @@ class Worker:
                 meta.tier = "ram"
             else:
                 handle = FileHandle(os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC))
-                if os.fstat(handle.fd).st_size != entry.size:
+                st = os.fstat(handle.fd)
+                handle.dev = st.st_dev
+                if st.st_dev in self._dead_devs:
+                    handle.retire()
+                    return None  # the disk died under another request: the caller goes upstream
+                if st.st_size != entry.size:
                     handle.retire()
                     log.error("integrity: %s has the wrong size on disk; dropping it", key)
                     self._drop_corrupt(key)
@@ -248,6 +256,19 @@ class Worker:
             self.store.purge(key)  # tells every worker through on_invalidate
         except Exception:
             log.exception("could not drop corrupt %s", key)
+
+    def disk_error(self, handle: FileHandle, exc: OSError) -> None:
+        """A read error on the open object file ``handle`` (EIO in sendfile): what this worker
+        holds open on that device is forgotten now, so the next requests go upstream rather than
+        meet the dead drive one by one; the disk is marked failed off the loop."""
+        dev = _device(handle)
+        if dev < 0:
+            return
+        self._dead_devs.add(dev)
+        for key, (_meta, held, _body) in list(self._hot.items()):
+            if held is not None and _device(held) in (dev, -1):
+                self._evict_hot(key)
+        self.loop.run_in_executor(self.io, self.store.note_dev_error, dev, exc)
 
     def _evict_hot(self, key: str) -> None:
         _meta, handle, body = self._hot.pop(key)
@@ -438,6 +459,16 @@ class Worker:
     async def _drain_wait(self) -> None:
         while self.conns or self.fetches:
             await asyncio.sleep(0.05)
+
+
+def _device(handle: FileHandle) -> int:
+    """The device ``handle``'s file lives on; -1 if unknown and its filesystem refuses fstat."""
+    if handle.dev >= 0:
+        return handle.dev
+    try:
+        return os.fstat(handle.fd).st_dev
+    except OSError:
+        return -1
 
 
 def worker_main(config: EdgeConfig, index: int) -> None:

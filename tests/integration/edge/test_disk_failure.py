@@ -166,3 +166,77 @@ def test_read_only_remount_fails_the_disk(tmp_path: Path, origin: Nginx, tmpfs: 
         e.wait_stored("/diskfail/ro-new.bin")
         assert not any((tmpfs / "objects").rglob("*.bin"))
         assert e.proc.poll() is None
+
+
+@pytest.fixture(params=["ext4", "xfs"])
+def dying_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
+    """store/flash1 on a loop device of its own, as ext4 or XFS (a dead drive under XFS can read
+    as end of file rather than EIO): (mount point, backing file, device)."""
+    fs = request.param
+    if shutil.which("losetup") is None or shutil.which(f"mkfs.{fs}") is None:
+        pytest.skip(f"needs losetup and mkfs.{fs}")
+    mnt = tmp_path / "store" / "flash1"
+    mnt.mkdir(parents=True)
+    image = tmp_path / "flash1.img"
+    with open(image, "wb") as f:
+        f.truncate(320 << 20)  # XFS's smallest
+    _run(f"mkfs.{fs}", "-q", "-f" if fs == "xfs" else "-F", str(image))
+    try:
+        dev = subprocess.run(
+            ["losetup", "--find", "--show", str(image)], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    except (subprocess.CalledProcessError, OSError) as exc:
+        pytest.skip(f"no loop device here: {exc}")
+    try:
+        _run("mount", dev, str(mnt))
+        yield mnt, image, dev
+    finally:
+        # A shut-down XFS fails stat(), so os.path.ismount says no: ask the mount table instead.
+        for _ in range(3):
+            if str(mnt) not in Path("/proc/self/mounts").read_text():
+                break
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        subprocess.run(["losetup", "-d", dev], capture_output=True)
+
+
+def test_drive_dying_under_open_files(
+    tmp_path: Path, origin: Nginx, dying_disk: tuple[Path, Path, str]
+) -> None:
+    """The drive dies while the workers hold its files open (every hit a sendfile from a cached
+    descriptor) and its pages are gone from memory: each read is EIO. A request whose head already
+    went out can only be cut; after that the worker leaves the drive alone at once, so the cuts
+    are at most the requests in flight, and every other answer is the right bytes."""
+    mnt, image, dev = dying_disk
+    objs = _objects(origin, "die")
+    config = config_toml(
+        workers=2,
+        tiers=TIERS,
+        limits="ram_object_max = 1000",  # every hit from an open file, none from RAM
+        extra="[storage]\ndisk_probe_interval = 60\nscrub_rate = 0\n",
+    )
+    with edge(tmp_path, [origin.url], config=config) as e:
+        for p, data in objs.items():
+            assert request(e.port, "GET", p)[2] == data
+        for p in objs:
+            e.wait_stored(p)
+        assert _disk(e, mnt)["objects"] > 0
+        for _ in range(3):  # both workers hold every object open
+            for p in objs:
+                request(e.port, "GET", p)
+
+        def die() -> None:
+            with open(image, "r+b") as f:
+                f.truncate(0)
+            _run("losetup", "-c", dev)
+            Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+        bad = _fail_under_load(e, objs, die, seconds=3.0)
+        cut = [b for b in bad if len(b) == 2]  # (path, exception): a connection cut mid-answer
+        assert len(bad) == len(cut), bad[:5]  # never a wrong status or wrong bytes
+        assert len(cut) <= 4, cut  # at most one per load thread: the requests in flight
+        d = wait_until(lambda: (lambda d: d if d["failed"] else None)(_disk(e, mnt)), timeout=10)
+        assert "EIO" in (d["reason"] or ""), d
+        for p, data in objs.items():
+            status, _, body = request(e.port, "GET", p)
+            assert status == 200 and body == data
+        assert e.proc.poll() is None
