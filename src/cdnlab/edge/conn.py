@@ -391,9 +391,8 @@ class Conn:
                         # No bytes where the object has some: never pad or guess, cut. If the file
                         # is still as long as its index says, or cannot even be stat'ed, the device
                         # failed (a shut-down XFS reads as end of file, not EIO).
-                        length = _length(fd) if kind is FileSpan else -2
-                        log.warning("response cut: no bytes at %d of a file of %d", part.offset, length)
-                        if kind is FileSpan and not 0 <= length < limit:
+                        log.warning("response cut: no bytes at offset %d of an object file", part.offset)
+                        if kind is FileSpan and not 0 <= _length(fd) < limit:
                             err = OSError(errno.EIO, "sendfile read nothing inside the file")
                             self.worker.disk_error(part.handle, err)
                         self.abort()

@@ -266,7 +266,7 @@ class Worker:
             return
         self._dead_devs.add(dev)
         for key, (_meta, held, _body) in list(self._hot.items()):
-            if held is not None and _device(held) in (dev, -1):
+            if held is not None and held.dev == dev:  # _load records every held file's device
                 self._evict_hot(key)
         self.loop.run_in_executor(self.io, self.store.note_dev_error, dev, exc)
 

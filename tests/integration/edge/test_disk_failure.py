@@ -111,6 +111,14 @@ def _fail_under_load(e: Edge, objs: dict[str, bytes], fail: callable, seconds: f
     return bad
 
 
+def _serve_and_store(e: Edge, objs: dict[str, bytes]) -> None:
+    """Every object through the daemon once (right bytes), then committed to the store."""
+    for p, data in objs.items():
+        assert request(e.port, "GET", p)[2] == data
+    for p in objs:
+        e.wait_stored(p)
+
+
 def _objects(origin: Nginx, tag: str) -> dict[str, bytes]:
     out = {}
     for i in range(30):
@@ -122,10 +130,7 @@ def _objects(origin: Nginx, tag: str) -> dict[str, bytes]:
 def test_unmounted_disk_fails_while_serving(tmp_path: Path, origin: Nginx, tmpfs: Path) -> None:
     objs = _objects(origin, "umount")
     with edge(tmp_path, [origin.url], config=CONFIG) as e:
-        for p, data in objs.items():
-            assert request(e.port, "GET", p)[2] == data
-        for p in objs:
-            e.wait_stored(p)
+        _serve_and_store(e, objs)
         on_failing = _disk(e, tmpfs)["objects"]
         assert on_failing > 0  # some objects live on the disk about to fail
         assert _metric(e, tmpfs) == 0
@@ -150,10 +155,7 @@ def test_unmounted_disk_fails_while_serving(tmp_path: Path, origin: Nginx, tmpfs
 def test_read_only_remount_fails_the_disk(tmp_path: Path, origin: Nginx, tmpfs: Path) -> None:
     objs = _objects(origin, "ro")
     with edge(tmp_path, [origin.url], config=CONFIG) as e:
-        for p, data in objs.items():
-            assert request(e.port, "GET", p)[2] == data
-        for p in objs:
-            e.wait_stored(p)
+        _serve_and_store(e, objs)
         assert _disk(e, tmpfs)["objects"] > 0
         bad = _fail_under_load(e, objs, lambda: _run("mount", "-o", "remount,ro", str(tmpfs)), seconds=2.0)
         assert not bad, bad[:5]
@@ -215,10 +217,7 @@ def test_drive_dying_under_open_files(
         extra="[storage]\ndisk_probe_interval = 60\nscrub_rate = 0\n",
     )
     with edge(tmp_path, [origin.url], config=config) as e:
-        for p, data in objs.items():
-            assert request(e.port, "GET", p)[2] == data
-        for p in objs:
-            e.wait_stored(p)
+        _serve_and_store(e, objs)
         assert _disk(e, mnt)["objects"] > 0
         for _ in range(3):  # both workers hold every object open
             for p in objs:
