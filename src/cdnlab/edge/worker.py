@@ -114,6 +114,10 @@ class Worker:
         # Commits wait on fsync; one thread commits them in groups (see commitq), so they never
         # hold up a new fetch's first bytes and share their journal commits.
         self.committer = GroupCommitter()
+        # Hit counts go to the index once a second from a thread at the loop's own priority: a
+        # niced store thread that is preempted while it holds the GIL (between its SQLite calls)
+        # stalls the event loop until the scheduler runs it again, 10-40 ms on a busy machine.
+        self.bookkeeping = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hit-counts")
         self.stats = WorkerStats()
         rd = run_dir(config)
         self.stats_path = rd / f"stats-{index}.json"
@@ -405,7 +409,8 @@ class Worker:
         if self._hits:
             hits, self._hits = self._hits, defaultdict(int)
             now = time.time()
-            self.loop.run_in_executor(self.io, self._record_hits, {k: (n, now) for k, n in hits.items()})
+            batch = {k: (n, now) for k, n in hits.items()}
+            self.loop.run_in_executor(self.bookkeeping, self._record_hits, batch)
         if not self._stopped.is_set():
             self.loop.call_later(1.0, self._tick)
 

@@ -59,6 +59,7 @@ def value(text: str, name: str, **labels: str) -> float:
 def test_healthz_shape(main_edge: Edge, origin: Nginx) -> None:
     origin.put("/admin/health.bin", 1000)
     request(main_edge.port, "GET", "/admin/health.bin")
+    main_edge.wait_stored("/admin/health.bin")  # the commit follows the response
     status, headers, body = request(main_edge.admin_port, "GET", "/healthz")
     assert status == 200
     assert headers["content-type"].startswith("application/json")
