@@ -67,6 +67,10 @@ NGINX_CACHE = """
             proxy_cache cold;
             proxy_cache_valid 200 1h;
             proxy_cache_lock on;
+            # With tcp_nopush (set for the static cases), nginx leaves the end of each proxied
+            # miss corked on a keep-alive connection until the client's delayed ACK: 44 ms per
+            # miss, whatever the load (24 misses/s on one connection instead of ~4400).
+            tcp_nopush off;
             add_header Cache-Status $upstream_cache_status;
         }}
 """
