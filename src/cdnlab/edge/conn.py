@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import socket
 import time
 from collections import deque
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from cdnlab.edge.worker import Worker
 
 _SENDFILE_CHUNK = 1 << 21
+# uri-host [":" port] (RFC 3986 section 3.2.2): an IP literal in brackets, or a reg-name / IPv4
+# address (unreserved, percent-encoded and sub-delims characters); may be empty.
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.vV]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 _MAX_PIPELINE = 32  # queued responses before we stop reading (back-pressure on pipelining)
 log = logging.getLogger("cdnlab.edge.conn")
@@ -253,6 +257,19 @@ class Conn:
         # From here a (GET/HEAD: ignored) body may follow; it gets body_timeout of its own.
         self._body = True
         self.request_began = self.worker.now
+        version = self.parser.get_http_version()
+        if version[:2] != "1.":  # HTTP/2 and later are other protocols (RFC 9112 section 2.3)
+            raise _Reject(505, f"HTTP/{version} is not supported here; HTTP/1.1 is")
+        # RFC 9112 section 3.2: an HTTP/1.1 request without Host, any request with two, or one
+        # whose value is not an authority gets 400 (a cache must not guess which host was meant).
+        hosts = [v for n, v in self._headers if len(n) == 4 and n.lower() == b"host"]
+        if len(hosts) > 1:
+            raise _Reject(400, "more than one Host header field")
+        if hosts:
+            if _HOST.fullmatch(hosts[0].strip(b" \t")) is None:
+                raise _Reject(400, "invalid Host header field")
+        elif version != "1.0":
+            raise _Reject(400, "an HTTP/1.1 request needs a Host header field")
 
     def on_message_complete(self) -> None:
         self._mid = False

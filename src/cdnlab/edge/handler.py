@@ -213,7 +213,7 @@ class Handler:
                 b"\r\nCache-Control: no-store\r\n",
                 f"Cache-Status: {self.name}; detail={_detail(status)}\r\n".encode(),
                 extra,
-                b"Connection: close\r\n\r\n" if status in (400, 408, 414, 431) else b"\r\n",
+                b"Connection: close\r\n\r\n" if status in (400, 408, 414, 431, 505) else b"\r\n",
             )
         )
         resp.parts.append(head if method == "HEAD" else head + body)

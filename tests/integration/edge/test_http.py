@@ -248,3 +248,44 @@ def test_a_bad_request_in_a_pipeline_ends_it_after_the_earlier_answers(
     assert first.status == 200 and first.body == data
     assert bad.status == 400 and bad.headers.get("connection", "").lower() == "close"
     assert raw.count(b"HTTP/1.1 ") == 2, "answered a request after the 400 that closed the connection"
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"GET /http/host.bin HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host
+        (b"GET /http/host.bin HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400),  # two
+        (b"GET /http/host.bin HTTP/1.1\r\nHost: a b\r\n\r\n", 400),  # not an authority
+        (b"GET /http/host.bin HTTP/1.1\r\nHost: ../etc\r\n\r\n", 400),
+        (b"GET /http/host.bin HTTP/1.1\r\nHost: a@b\r\n\r\n", 400),
+        (b"GET /http/host.bin HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (b"GET /http/host.bin HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+    ],
+)
+def test_host_and_version_errors_close(main_edge: Edge, origin: Nginx, head: bytes, status: int) -> None:
+    """RFC 9112 section 3.2 (Host) and 2.3 (version): refused, then the connection closes
+    without answering what follows."""
+    origin.put("/http/host.bin", 100)
+    raw, closed = exchange(main_edge.port, head + build_request("GET", "/http/host.bin"))
+    assert raw.startswith(b"HTTP/1.1 %d " % status), raw[:80]
+    assert raw.count(b"\r\nServer: cdnlab\r\n") == 1 and closed  # one answer, the refusal
+    (r,) = parse_all(raw, ["GET"])
+    assert r.headers.get("connection", "").lower() == "close"
+    assert_common(r)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /http/host-ok.bin HTTP/1.0\r\n\r\n",  # HTTP/1.0 may leave Host out
+        b"GET /http/host-ok.bin HTTP/1.1\r\nHost:\r\n\r\n",  # empty: allowed (RFC 9112 3.2)
+        b"GET /http/host-ok.bin HTTP/1.1\r\nHost: cdn.example:8080\r\n\r\n",
+        b"GET /http/host-ok.bin HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
+        b"GET /http/host-ok.bin HTTP/1.1\r\nHost: 192.0.2.7\r\n\r\n",
+    ],
+)
+def test_valid_hosts_and_versions_are_served(main_edge: Edge, origin: Nginx, head: bytes) -> None:
+    data = origin.put("/http/host-ok.bin", 300)
+    raw, _ = exchange(main_edge.port, head.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+    (r,) = parse_all(raw, ["GET"])
+    assert r.status == 200 and r.body == data
