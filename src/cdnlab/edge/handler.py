@@ -49,7 +49,7 @@ _REPRESENTATION = (b"content-type:", b"content-encoding:", b"content-language:",
 
 def _strip_representation(head: bytes) -> bytes:
     """``head``'s lines minus those describing the object's representation, for an answer whose
-    body is something else (a 416's text)."""
+    body is something else (a 416's text, a 412's nothing)."""
     return b"".join(
         line for line in head.splitlines(keepends=True) if not line.lower().startswith(_REPRESENTATION)
     )
@@ -278,7 +278,9 @@ class Handler:
                 if pre == 304:
                     resp.parts.append(b"".join((_STATUS_LINES[304], common, b"\r\n")))
                 else:
-                    resp.parts.append(b"".join((_STATUS_LINES[412], common, b"Content-Length: 0\r\n\r\n")))
+                    # An empty 412 is not the object: its Content-Type etc. would describe nothing.
+                    head = _strip_representation(common)
+                    resp.parts.append(b"".join((_STATUS_LINES[412], head, b"Content-Length: 0\r\n\r\n")))
                 resp.complete = True
                 return
             range_h = hdrs.get(b"range") if resp.method == "GET" else None  # RFC 9110 §14.2
