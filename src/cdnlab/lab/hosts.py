@@ -83,6 +83,15 @@ DISABLED_SERVICES = ("postgresql.service", "prometheus.service", "prometheus-nod
 # Bump when the recipe below changes in a way the package list does not show.
 _RECIPE = "3"
 RUNTIME_DIR = Path("/run/cdnlab-lab")
+# Lab hosts are throwaway machines with fresh keys on every build: no host-key prompts, no
+# agent or password fallback, errors only.
+SSH_OPTIONS = (
+    *("-o", "StrictHostKeyChecking=no"),
+    *("-o", "UserKnownHostsFile=/dev/null"),
+    *("-o", "LogLevel=ERROR"),
+    *("-o", "BatchMode=yes"),
+    *("-o", "ConnectTimeout=10"),
+)
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 
 Progress = Callable[[str], None]
@@ -429,16 +438,7 @@ class Lab:
     def ssh_options(self) -> list[str]:
         control = self.runtime_dir / "cp-%h"
         return [
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
+            *SSH_OPTIONS,
             "-o",
             "ControlMaster=auto",
             "-o",
@@ -1314,16 +1314,7 @@ class Vm:
             str(self.image.key),
             "-p",
             str(self.ssh_port),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
+            *SSH_OPTIONS,
         ]
 
     def ssh(
