@@ -269,6 +269,11 @@ class EdgeConfig(_Strict):
         clash = set(self.tls.listen) & {*self.listen, self.admin.listen}
         if clash:
             raise ValueError(f"tls.listen {sorted(clash)[0]} is also a plain or admin listener")
+        # Every listener binds with SO_REUSEPORT, so the kernel would let the admin API share a
+        # client port (and split connections between them): refuse it here.
+        for addr in (*self.listen, *self.tls.listen):
+            if _overlap(addr, self.admin.listen):
+                raise ValueError(f"admin.listen {self.admin.listen} overlaps the client listener {addr}")
         return self
 
     @field_validator("upstreams")
@@ -278,6 +283,15 @@ class EdgeConfig(_Strict):
             if not (u.startswith("http://") or u.startswith("https://")) or u[-3:] == "://":
                 raise ValueError(f"upstream must be an http:// or https:// URL, got {u!r}")
         return [u.rstrip("/") for u in v]
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether two HOST:PORT listeners would take the same connections (a wildcard host takes
+    every address's)."""
+    ha, _, pa = a.rpartition(":")
+    hb, _, pb = b.rpartition(":")
+    wild = {"0.0.0.0", "::", "[::]", ""}
+    return pa == pb and (ha == hb or ha in wild or hb in wild)
 
 
 def from_mapping(data: dict) -> EdgeConfig:

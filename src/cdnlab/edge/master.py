@@ -96,13 +96,17 @@ class Master:
             except OSError as exc:
                 raise StartupError(f"cannot listen on {addr}: {exc.strerror}") from None
         self.shm = SharedState(self.rundir / "shared", create=True)
-        self.store = Store(
-            list(cfg.tiers),
-            cfg.state_dir,
-            ram_object_max=cfg.limits.ram_object_max,
-            on_invalidate=self.shm.invalidate,
-        )
-        report = self.store.open(reconcile=True)
+        try:
+            self.store = Store(
+                list(cfg.tiers),
+                cfg.state_dir,
+                ram_object_max=cfg.limits.ram_object_max,
+                on_invalidate=self.shm.invalidate,
+            )
+            report = self.store.open(reconcile=True)
+        except OSError as exc:  # the state directory (index) itself is unusable: nothing to serve from
+            where = exc.filename or cfg.state_dir
+            raise StartupError(f"cannot open the store: {where}: {exc.strerror or exc}") from None
         self.background = Background(self.store, cfg)
         (self.rundir / "config.json").write_text(cfg.model_dump_json())
         return asdict(report)

@@ -140,6 +140,12 @@ def test_not_toml_and_missing_file_exit_2(bad_runs) -> None:  # type: ignore[no-
 QUICK = ["--listen", "127.0.0.1:1", "--admin-listen", "127.0.0.1:2", "--store", "S"]
 QUICK_BAD = [
     ("no-upstream", QUICK, "upstream"),
+    # the admin API may never share a client port (every listener binds with SO_REUSEPORT)
+    (
+        "admin-on-client-port",
+        [*QUICK[:2], "--admin-listen", "127.0.0.1:1", *QUICK[4:], "--upstream", "http://x"],
+        "admin.listen",
+    ),
     ("workers-0", [*QUICK, "--upstream", "http://x", "--workers", "0"], "workers"),
     ("config-and-flags", ["--config", "C", "--listen", "127.0.0.1:1"], "--config"),
 ]
@@ -150,3 +156,15 @@ def test_bad_quick_flags_exit_2(bad_runs, name: str, key: str) -> None:  # type:
     p, _ = bad_runs[name]
     assert p.returncode == 2, (p.returncode, p.stderr)
     assert key in _one_line(p)
+
+
+def test_store_that_is_a_file_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """A --store path that cannot hold the store (here: a file) is named, without a traceback."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory\n")
+    args = ["--listen", f"127.0.0.1:{free_port()}", "--admin-listen", f"127.0.0.1:{free_port()}"]
+    p = _run(["edge", "serve", *args, "--store", str(blocker), "--upstream", "http://127.0.0.1:1"])
+    assert p.returncode == 1, p.stderr
+    line = _one_line(p)
+    assert str(blocker) in line and "Not a directory" in line
+    assert blocker.read_text() == "not a directory\n"
