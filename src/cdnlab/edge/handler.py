@@ -6,6 +6,7 @@ and only then is storage consulted, so a forged or hostile request never touches
 
 from __future__ import annotations
 
+import functools
 import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -385,66 +386,75 @@ class Handler:
         fetch.attached += 1
         fwd = "stale" if stale is not None else "miss"
 
-        def ready(f: Fetch) -> None:
-            if conn.closed:
-                return
-            if f.outcome == "stream":
-                assert f.meta is not None
-                self.codec.plan(key, f.meta)  # streamed identity: Vary as on later hits
-                self.codec.after_store(key, f)  # JSON minify, images: once it is committed
-                if self.codec.defer(key, f, ae, lambda: ready(f)):
-                    return  # wants gzip/br: answered from the store once the commit is done
-            if f.outcome == "stream" and arrived and f.stored:
-                assert f.meta is not None
-                resp.cache_status = "hit"
-                resp.tier = "upstream"
-                self._fetched(conn, resp, key, f, hdrs, ae, self.hit_status, close_hdr)
-            elif f.outcome == "stream":
-                assert f.meta is not None
-                stored = "; stored" if f.stored else ""
-                prefix = f"{f.upstream_status}, " if f.upstream_status else ""
-                status = f"Cache-Status: {prefix}{self.name}; fwd={fwd}{stored}{collapsed}\r\n".encode()
-                resp.cache_status = "miss"
-                resp.tier = "upstream"
-                self._fetched(conn, resp, key, f, hdrs, ae, status, close_hdr)
-            elif f.outcome == "stored":
-                obj = w.lookup(key)
-                if obj is None:  # purged, evicted or its disk failed in the blink between: go round
-                    if w.fetches.get(key) is f:  # again with a new fetch (this one is done; joining
-                        del w.fetches[key]  # it would call back at once, forever)
-                    self._miss(conn, resp, key, path, hdrs, close_hdr, url, ae=ae)
-                    return
-                meta, handle, body = obj
-                if f.revalidated:
-                    status, resp.cache_status = self.revalidated_status, "revalidated"
-                else:
-                    status, resp.cache_status = self.hit_status, "hit"
-                plan = self.codec.plan(key, meta)
-                if plan is None or not self.codec.serve(
-                    self, conn, resp, key, obj, plan, hdrs, ae, status, close_hdr
-                ):
-                    self.render(resp, meta, hdrs, status, close_hdr, handle=handle, body=body)
-                    resp.tier = meta.tier
-            elif stale is not None and self._may_serve_stale(f, stale[0]):
-                meta, handle, body = stale
-                code = f"; fwd-status={f.relay[0]}" if f.relay is not None else ""
-                status = f"Cache-Status: {self.name}; fwd=stale{code}; detail=stale-if-error\r\n".encode()
-                self.render(resp, meta, hdrs, status, close_hdr, handle=handle, body=body)
-                resp.cache_status = "stale"
-                resp.tier = meta.tier
-            elif f.outcome == "relay":
-                assert f.relay is not None
-                self._relay(resp, f, close_hdr)
-            else:
-                assert f.error is not None
-                err = self.error(f.error.status, f.error.message, resp.method, path)
-                resp.parts.extend(err.parts)
-                resp.status = err.status
-                resp.cache_status = "error"
-                resp.complete = True
-            conn.kick()
+        # A bound method and its arguments, not a closure: a closure that re-arms itself (the
+        # deferred compression answer) refers to itself, and each miss left a reference cycle
+        # (the closure, its cells and the Response) for the cyclic GC to find.
+        args = (conn, resp, key, path, hdrs, close_hdr, url, stale, ae, arrived, collapsed, fwd)
+        fetch.when_ready(functools.partial(self._ready, *args))
 
-        fetch.when_ready(ready)
+    def _ready(
+        self, conn, resp, key, path, hdrs, close_hdr, url, stale, ae, arrived, collapsed, fwd, f
+    ) -> None:  # type: ignore[no-untyped-def]
+        """``_miss``'s fetch is ready: answer ``resp`` from it."""
+        w = self.w
+        args = (conn, resp, key, path, hdrs, close_hdr, url, stale, ae, arrived, collapsed, fwd)
+        if conn.closed:
+            return
+        if f.outcome == "stream":
+            assert f.meta is not None
+            self.codec.plan(key, f.meta)  # streamed identity: Vary as on later hits
+            self.codec.after_store(key, f)  # JSON minify, images: once it is committed
+            if self.codec.defer(key, f, ae, functools.partial(self._ready, *args, f)):
+                return  # wants gzip/br: answered from the store once the commit is done
+        if f.outcome == "stream" and arrived and f.stored:
+            assert f.meta is not None
+            resp.cache_status = "hit"
+            resp.tier = "upstream"
+            self._fetched(conn, resp, key, f, hdrs, ae, self.hit_status, close_hdr)
+        elif f.outcome == "stream":
+            assert f.meta is not None
+            stored = "; stored" if f.stored else ""
+            prefix = f"{f.upstream_status}, " if f.upstream_status else ""
+            status = f"Cache-Status: {prefix}{self.name}; fwd={fwd}{stored}{collapsed}\r\n".encode()
+            resp.cache_status = "miss"
+            resp.tier = "upstream"
+            self._fetched(conn, resp, key, f, hdrs, ae, status, close_hdr)
+        elif f.outcome == "stored":
+            obj = w.lookup(key)
+            if obj is None:  # purged, evicted or its disk failed in the blink between: go round
+                if w.fetches.get(key) is f:  # again with a new fetch (this one is done; joining
+                    del w.fetches[key]  # it would call back at once, forever)
+                self._miss(conn, resp, key, path, hdrs, close_hdr, url, ae=ae)
+                return
+            meta, handle, body = obj
+            if f.revalidated:
+                status, resp.cache_status = self.revalidated_status, "revalidated"
+            else:
+                status, resp.cache_status = self.hit_status, "hit"
+            plan = self.codec.plan(key, meta)
+            if plan is None or not self.codec.serve(
+                self, conn, resp, key, obj, plan, hdrs, ae, status, close_hdr
+            ):
+                self.render(resp, meta, hdrs, status, close_hdr, handle=handle, body=body)
+                resp.tier = meta.tier
+        elif stale is not None and self._may_serve_stale(f, stale[0]):
+            meta, handle, body = stale
+            code = f"; fwd-status={f.relay[0]}" if f.relay is not None else ""
+            status = f"Cache-Status: {self.name}; fwd=stale{code}; detail=stale-if-error\r\n".encode()
+            self.render(resp, meta, hdrs, status, close_hdr, handle=handle, body=body)
+            resp.cache_status = "stale"
+            resp.tier = meta.tier
+        elif f.outcome == "relay":
+            assert f.relay is not None
+            self._relay(resp, f, close_hdr)
+        else:
+            assert f.error is not None
+            err = self.error(f.error.status, f.error.message, resp.method, path)
+            resp.parts.extend(err.parts)
+            resp.status = err.status
+            resp.cache_status = "error"
+            resp.complete = True
+        conn.kick()
 
     def _fetched(self, conn, resp, key, f, hdrs, ae, status, close_hdr) -> None:  # type: ignore[no-untyped-def]
         """A fetched body: its negotiated variant once stored (see compress.defer), else as it streams."""
