@@ -390,21 +390,19 @@ class Handler:
         # deferred compression answer) refers to itself, and each miss left a reference cycle
         # (the closure, its cells and the Response) for the cyclic GC to find.
         args = (conn, resp, key, path, hdrs, close_hdr, url, stale, ae, arrived, collapsed, fwd)
-        fetch.when_ready(functools.partial(self._ready, *args))
+        fetch.when_ready(functools.partial(self._ready, args))
 
-    def _ready(
-        self, conn, resp, key, path, hdrs, close_hdr, url, stale, ae, arrived, collapsed, fwd, f
-    ) -> None:  # type: ignore[no-untyped-def]
-        """``_miss``'s fetch is ready: answer ``resp`` from it."""
-        w = self.w
-        args = (conn, resp, key, path, hdrs, close_hdr, url, stale, ae, arrived, collapsed, fwd)
+    def _ready(self, args: tuple, f: Fetch) -> None:
+        """``_miss``'s fetch is ready: answer its ``resp`` from it (``args``: what ``_miss`` knew)."""
+        conn, resp, key, path, hdrs, close_hdr, url, stale, ae, arrived, collapsed, fwd = args
         if conn.closed:
             return
+        w = self.w
         if f.outcome == "stream":
             assert f.meta is not None
             self.codec.plan(key, f.meta)  # streamed identity: Vary as on later hits
             self.codec.after_store(key, f)  # JSON minify, images: once it is committed
-            if self.codec.defer(key, f, ae, functools.partial(self._ready, *args, f)):
+            if self.codec.defer(key, f, ae, functools.partial(self._ready, args, f)):
                 return  # wants gzip/br: answered from the store once the commit is done
         if f.outcome == "stream" and arrived and f.stored:
             assert f.meta is not None
