@@ -577,8 +577,9 @@ class ScriptedUpstream:
     By path prefix: ``/trunc/N/...`` promises Content-Length N, sends N // 2 bytes, then closes;
     ``/hang/...`` reads the request and never answers (until stopped); ``/ok/N/...`` answers
     N bytes properly; ``/chunked/N/...`` sends N bytes chunked (no Content-Length);
-    ``/chunktrunc/N/...`` sends half of them chunked, then closes without the last chunk; anything
-    else 404. The bytes are ``content_bytes(path, N)``, as ``Nginx.put(path, N)`` writes them.
+    ``/chunktrunc/N/...`` sends half of them chunked, then closes without the last chunk;
+    ``/late/N/...`` answers like ``/ok/`` once ``release`` is set (at most 10 s); anything else
+    404. The bytes are ``content_bytes(path, N)``, as ``Nginx.put(path, N)`` writes them.
     With ``hang_all`` set every request hangs. Every request is counted by path. One thread per
     connection; everything ends when the context exits.
     """
@@ -593,6 +594,7 @@ class ScriptedUpstream:
         self.stopping = threading.Event()
         self.hits: dict[str, int] = {}
         self.hang_all = False
+        self.release = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
@@ -661,7 +663,9 @@ class ScriptedUpstream:
                     if path.startswith("/chunked/"):
                         conn.sendall(b"0\r\n\r\n")
                     return
-                if path.startswith(("/trunc/", "/ok/")) and len(parts) > 2 and parts[2].isdigit():
+                if path.startswith("/late/"):
+                    self.release.wait(10)
+                if path.startswith(("/trunc/", "/ok/", "/late/")) and len(parts) > 2 and parts[2].isdigit():
                     n = int(parts[2])
                     body = content_bytes(path, n)
                     head = (

@@ -330,6 +330,23 @@ def test_purge_during_fill_refuses_the_commit(tmp_path: Path, opened: Opened) ->
     assert len(files_under(tmp_path / "f0" / "objects")) == 1
 
 
+def test_a_purge_after_since_purge_refuses_a_later_begin(tmp_path: Path, opened: Opened) -> None:
+    """The fetch took purge_seq() before its request went upstream; the purge came before begin()."""
+    s = opened([tier(tmp_path, "f0", "flash")])
+    since = s.index.purge_seq()
+    s.purge("/k")
+    w = s.begin("/k", 1, since_purge=since)
+    w.write(b"x")
+    with pytest.raises(PurgedDuringFillError):
+        w.commit()
+    w.close()
+    late = s.begin("/k", 1)  # a fill begun after the purge is stored
+    late.write(b"x")
+    late.commit()
+    late.close()
+    assert s.lookup("/k") is not None
+
+
 # -- verify, usage ---------------------------------------------------------------------------------
 
 

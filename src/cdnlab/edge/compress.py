@@ -489,6 +489,7 @@ class Compressor:
             done = self.w.store.lookup(vkey)
             if done is not None and done.headers.get("etag") == _source_tag(meta.sha256):
                 return {"built-elsewhere": 1}  # another worker just built it
+            since = self.w.store.index.purge_seq()  # a purge after the read refuses the variant
             got = self._read_identity(key, meta)
             if got is None:
                 return {"source-gone": 1}
@@ -497,7 +498,7 @@ class Compressor:
             if len(out) >= len(data):
                 self._give_up(vkey, meta.sha256)
                 return {"no-gain": 1}
-            writer = self.w.store.begin(vkey, len(out), entry.content_type)
+            writer = self.w.store.begin(vkey, len(out), entry.content_type, since)
             try:
                 writer.write(out)
                 writer.commit(
@@ -519,6 +520,7 @@ class Compressor:
         """Minify or optimise the stored identity in place (a new object under the same key)."""
 
         def rewrite() -> Done:
+            since = self.w.store.index.purge_seq()  # a purge after the read refuses the rewrite
             got = self._read_identity(key, meta)
             if got is None:
                 return {"source-gone": 1}
@@ -540,7 +542,7 @@ class Compressor:
             if out is None:
                 self._give_up(key, meta.sha256)
                 return {f"rewrite:{kind}:unchanged": 1}
-            writer = self.w.store.begin(key, len(out), ctype)
+            writer = self.w.store.begin(key, len(out), ctype, since)
             try:
                 writer.write(out)
                 now = self.w.store.lookup(key)

@@ -201,6 +201,9 @@ class Fetch:
         worker = self.worker
         started = time.monotonic()
         failures: list[tuple[str, str, float]] = []
+        # Taken before the request leaves: a purge from here on may be about the very bytes that
+        # come back, so it must refuse their commit (begin() runs later, in an I/O thread).
+        since_purge = worker.store.index.purge_seq()
         try:
             up, resp = await worker.upstreams.open(self.target, self._request_headers(), failures)
         finally:
@@ -220,7 +223,7 @@ class Fetch:
                 await self._relay(resp)
                 worker.stats.upstream(up.url, "ok", time.monotonic() - started)
                 return
-            await self._stream(resp, store_it and self._storable(resp))
+            await self._stream(resp, store_it and self._storable(resp), since_purge)
             worker.stats.upstream(
                 up.url, "ok" if self.failed is None else "truncated", time.monotonic() - started
             )
@@ -294,7 +297,7 @@ class Fetch:
         self.relay = (resp.status, keep, body)
         self._set_ready("relay")
 
-    async def _stream(self, resp: Response, store_it: bool) -> None:
+    async def _stream(self, resp: Response, store_it: bool, since_purge: int) -> None:
         worker = self.worker
         size = resp.content_length
         now = time.time()
@@ -331,7 +334,7 @@ class Fetch:
             self._set_ready("stream")  # clients start now, reading as bytes land
         try:
             writer: Any = await asyncio.get_running_loop().run_in_executor(
-                worker.io, _begin, worker.store, self.key, size, ctype, first
+                worker.io, _begin, worker.store, self.key, size, ctype, first, since_purge
             )
         except StoreError as exc:
             # No disk can take it (all failed, or too large): still serve it, through an unnamed
@@ -398,9 +401,9 @@ def _safe_content_type(value: str | None) -> str:
     return value.strip()
 
 
-def _begin(store: Any, key: str, size: int | None, ctype: str, first: bytes) -> Any:
+def _begin(store: Any, key: str, size: int | None, ctype: str, first: bytes, since_purge: int) -> Any:
     """Open the object's temp file and write its first bytes (in an I/O thread)."""
-    writer = store.begin(key, size, ctype)
+    writer = store.begin(key, size, ctype, since_purge)
     if first:
         try:
             writer.write(first)

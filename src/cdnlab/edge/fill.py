@@ -229,13 +229,16 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def commit_partial(store: Store, obj: PlanObject, partials: Partials, kept: dict[str, str]) -> int:
-    """Copy the verified partial into the store (blocking). The commit re-checks the SHA-256."""
+def commit_partial(
+    store: Store, obj: PlanObject, partials: Partials, kept: dict[str, str], since_purge: int | None = None
+) -> int:
+    """Copy the verified partial into the store (blocking). The commit re-checks the SHA-256 and
+    refuses if a purge covering the key ran after SINCE_PURGE (``Index.purge_seq()``)."""
     part, _ = partials.paths(obj.key)
     ctype = kept.pop("content-type", "application/octet-stream")
     lm = parse_http_date(kept["last-modified"]) if "last-modified" in kept else None
     etag = kept.get("etag") or default_etag(obj.size, lm or time.time())
-    writer = store.begin(obj.key, obj.size, ctype)
+    writer = store.begin(obj.key, obj.size, ctype, since_purge)
     try:
         with open(part, "rb") as f:
             while block := f.read(1 << 20):

@@ -309,6 +309,8 @@ class FillRun:
 
         loop = asyncio.get_running_loop()
         p = self.progress
+        # A purge from here on refuses this object's commit (the download may take a while).
+        since_purge = await loop.run_in_executor(None, self.store.index.purge_seq)
         entry = await loop.run_in_executor(None, self.store.lookup, o.key)
         if entry is not None and entry.sha256 == o.sha256:
             self.results[o.key] = "held"
@@ -335,7 +337,7 @@ class FillRun:
                     await loop.run_in_executor(None, partials.drop, o.key)
                     raise FillError(f"{src.kind} sent bytes with SHA-256 {digest}, the plan says {o.sha256}")
                 await loop.run_in_executor(None, check.check, o, part)
-                await loop.run_in_executor(None, commit_partial, self.store, o, partials, kept)
+                await loop.run_in_executor(None, commit_partial, self.store, o, partials, kept, since_purge)
             except FillError as exc:
                 errors.append(str(exc))
                 continue

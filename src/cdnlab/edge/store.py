@@ -788,14 +788,22 @@ class Store:
     # -- writes --------------------------------------------------------------------------------
 
     def begin(
-        self, key: str, expected_size: int | None = None, content_type: str = "application/octet-stream"
+        self,
+        key: str,
+        expected_size: int | None = None,
+        content_type: str = "application/octet-stream",
+        since_purge: int | None = None,
     ) -> Writer:
-        """Open a writer for KEY on the best disk (see placement). Raises StoreError if none fits."""
+        """Open a writer for KEY on the best disk (see placement). Raises StoreError if none fits.
+
+        Purges after SINCE_PURGE (``purge_seq()`` taken before the request went upstream; default:
+        now) refuse the commit: a purge that landed while the fetch was under way wins.
+        """
         if expected_size is not None and expected_size < 0:
             raise ValueError("expected_size cannot be negative")
         index = self.index
         digest = key_digest(key)
-        since = index.purge_seq()  # purges after this point refuse the commit
+        since = index.purge_seq() if since_purge is None else since_purge
         usage = index.usage_by_disk()
         size = expected_size or 0
         kinds = [d.kind for d in self._disks]

@@ -20,7 +20,9 @@ from helpers import (
     Nginx,
     RawConn,
     RawResponse,
+    ScriptedUpstream,
     build_request,
+    content_bytes,
     edge,
     request,
     sha256,
@@ -302,6 +304,29 @@ def test_purge_during_an_inflight_fetch_is_not_undone(main_edge: Edge, origin: N
     with RawConn(main_edge.port) as c:
         assert ours(c.get(path).headers).get("fwd") == "miss"
     assert origin.fetches(path) == 2
+
+
+def test_purge_before_the_upstream_answers_refuses_the_fill(
+    scripted_edge: Edge, scripted: ScriptedUpstream
+) -> None:
+    """The purge lands after the request went upstream but before any byte came back: the bytes
+    that then arrive may be the very ones the purge was about, so they are served, not stored."""
+    path = "/late/40000/purge-before-answer.bin"
+    scripted.release.clear()
+    got: list[tuple[int, dict[str, str], bytes]] = []
+    client = threading.Thread(target=lambda: got.append(request(scripted_edge.port, "GET", path)))
+    client.start()
+    try:
+        wait_until(lambda: scripted.count(path) == 1, timeout=10)
+        auth = {"Authorization": "Bearer scripted-token"}
+        status, body = scripted_edge.post("/purge", json.dumps({"key": path}).encode(), auth)
+        assert (status, body) == (200, {"purged": 0})
+    finally:
+        scripted.release.set()
+        client.join(15)
+    assert got and got[0][0] == 200 and got[0][2] == content_bytes(path, 40000)
+    time.sleep(0.5)  # the commit, had it been allowed, is done by now
+    assert path not in scripted_edge.inventory_keys(), "the purge was undone by a fill already under way"
 
 
 def test_purge_bad_bodies(main_edge: Edge) -> None:
