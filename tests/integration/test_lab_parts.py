@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +19,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from cdnlab.edge.config import load
+from cdnlab.edge.worker import run_dir
+from cdnlab.lab import procs
 from cdnlab.lab.gate import Gate
 from cdnlab.lab.report import write
 from cdnlab.lab.topology import Topology
@@ -129,3 +134,15 @@ def test_topology_with_vm_hosts_makes_only_the_edges_vms() -> None:
         Topology(hosts="kvm")
     with pytest.raises(ValueError, match=r"0\.\.255"):
         Topology(net=256)
+
+
+def test_an_edge_killed_with_sigkill_leaves_no_run_directory(tmp_path: Path) -> None:
+    """The loopback lab SIGKILLs daemons in its drills; stopping them must not leave their run
+    directory (counters, locks, the invalidation ring) on tmpfs."""
+    with procs.edge(tmp_path / "e", procs.edge_config(["http://127.0.0.1:9"], access_log=False)) as svc:
+        rundir = run_dir(load(tmp_path / "e" / "edge.toml"))
+        assert (rundir / "config.json").exists()
+        os.killpg(svc.proc.pid, signal.SIGKILL)
+        svc.proc.wait(10)
+        assert rundir.exists()  # what a SIGKILLed master cannot clear itself
+    assert not rundir.exists()

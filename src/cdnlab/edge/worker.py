@@ -14,6 +14,7 @@ import gc
 import hashlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import time
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from cdnlab.edge.accesslog import AccessLog
 from cdnlab.edge.commitq import GroupCommitter, lower_priority
-from cdnlab.edge.config import EdgeConfig
+from cdnlab.edge.config import ConfigError, EdgeConfig, load
 from cdnlab.edge.conn import Conn
 from cdnlab.edge.fetch import Fetch
 from cdnlab.edge.fetchlock import FetchLocks
@@ -63,6 +64,17 @@ def run_dir(config: EdgeConfig) -> Path:
         tag = hashlib.sha256(str(config.state_dir.resolve()).encode()).hexdigest()[:16]
         return shm / f"cdnlab-{tag}"
     return config.state_dir / "run"
+
+
+def clear_run_dir(config_path: Path) -> None:
+    """Remove the run directory of a daemon that is gone. A master stopped by a signal removes its
+    own; one killed with SIGKILL cannot, and its directory would outlive it on tmpfs (a restart
+    with the same state_dir reuses it). For whoever killed it, once it is dead."""
+    try:
+        config = load(config_path)
+    except ConfigError:
+        return  # it never started: nothing of it to clear
+    shutil.rmtree(run_dir(config), ignore_errors=True)
 
 
 def bind(addr: str) -> socket.socket:

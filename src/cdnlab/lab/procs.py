@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cdnlab.edge.worker import clear_run_dir
+
 NGINX_CONF = """
 {user}
 daemon off;
@@ -154,6 +156,7 @@ def edge(base: Path, config_toml: str, name: str = "edge") -> Iterator[Service]:
             os.killpg(proc.pid, signal.SIGKILL)
         except OSError:
             pass
+        clear_run_dir(cfg)  # a master that was SIGKILLed (a drill) left it behind
 
 
 @contextmanager

@@ -15,6 +15,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cdnlab.edge.worker import clear_run_dir
+
 VENV_BIN = Path(sys.executable).parent
 CDNLAB = str(VENV_BIN / "cdnlab")
 KEY = "e2e-signing-key-0123456789"
@@ -235,3 +237,5 @@ class Lab:
     def close(self) -> None:
         for p in reversed(self.procs):
             p.stop()
+        for edge_id in self.edges:  # those the tests SIGKILLed left their run directories
+            clear_run_dir(self.root / f"{edge_id}.toml")
