@@ -30,7 +30,7 @@ from helpers import (
 )
 
 from .conftest import PURGE_HMAC_KEY, PURGE_TOKEN
-from .edgecheck import assert_hit, assert_miss_stored, ours
+from .edgecheck import assert_hit, assert_miss_stored, config_toml, ours
 
 CACHE_STATUS_LABELS = {"hit", "miss", "stale", "error", "none"}
 TIER_LABELS = {"ram", "flash", "hdd", "upstream"}
@@ -307,26 +307,28 @@ def test_purge_during_an_inflight_fetch_is_not_undone(main_edge: Edge, origin: N
 
 
 def test_purge_before_the_upstream_answers_refuses_the_fill(
-    scripted_edge: Edge, scripted: ScriptedUpstream
+    tmp_path: Path, scripted: ScriptedUpstream
 ) -> None:
     """The purge lands after the request went upstream but before any byte came back: the bytes
     that then arrive may be the very ones the purge was about, so they are served, not stored."""
     path = "/late/40000/purge-before-answer.bin"
-    scripted.release.clear()
-    got: list[tuple[int, dict[str, str], bytes]] = []
-    client = threading.Thread(target=lambda: got.append(request(scripted_edge.port, "GET", path)))
-    client.start()
-    try:
-        wait_until(lambda: scripted.count(path) == 1, timeout=10)
-        auth = {"Authorization": "Bearer scripted-token"}
-        status, body = scripted_edge.post("/purge", json.dumps({"key": path}).encode(), auth)
-        assert (status, body) == (200, {"purged": 0})
-    finally:
-        scripted.release.set()
-        client.join(15)
-    assert got and got[0][0] == 200 and got[0][2] == content_bytes(path, 40000)
-    time.sleep(0.5)  # the commit, had it been allowed, is done by now
-    assert path not in scripted_edge.inventory_keys(), "the purge was undone by a fill already under way"
+    cfg = config_toml(admin='purge_token = "late-token"', limits="upstream_read_timeout = 30.0")
+    with edge(tmp_path, [scripted.url], config=cfg) as e:
+        scripted.release.clear()
+        got: list[tuple[int, dict[str, str], bytes]] = []
+        client = threading.Thread(target=lambda: got.append(request(e.port, "GET", path)))
+        client.start()
+        try:
+            wait_until(lambda: scripted.count(path) == 1, timeout=10)
+            auth = {"Authorization": "Bearer late-token"}
+            status, body = e.post("/purge", json.dumps({"key": path}).encode(), auth)
+            assert (status, body) == (200, {"purged": 0})
+        finally:
+            scripted.release.set()
+            client.join(15)
+        assert got and got[0][0] == 200 and got[0][2] == content_bytes(path, 40000)
+        time.sleep(0.5)  # the commit, had it been allowed, is done by now
+        assert path not in e.inventory_keys(), "the purge was undone by a fill already under way"
 
 
 def test_purge_bad_bodies(main_edge: Edge) -> None:
