@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import resource
 import shutil
 import signal
@@ -37,6 +39,7 @@ log = logging.getLogger("cdnlab.edge.master")
 # A worker needs a descriptor per client connection, per open object file and per upstream socket.
 FDS_PER_WORKER_MIN = 1024
 STARTUP_TIMEOUT = 30.0
+LOCK_FILE = "edge.lock"  # in state_dir: held by the running master
 
 
 class StartupError(Exception):
@@ -78,12 +81,33 @@ class Master:
         self._rates = (0.0, 0.0)
         self.reporter: Any = None
         self.background: Background | None = None  # tier mover, scrubber, disk monitor threads
+        self._lock_fd: int | None = None  # held for life: this master owns state_dir and rundir
 
     # start -----------------------------------------------------------------------------------
+
+    def _lock_state_dir(self) -> None:
+        """One daemon per state_dir: a second would reset the first's shared state and counters
+        (both would start in the same run directory) and race it on the store."""
+        state = self.config.state_dir
+        try:
+            state.mkdir(parents=True, exist_ok=True)
+            fd = os.open(state / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StartupError(f"state_dir {exc.filename or state}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise StartupError(f"state_dir {state} is in use by another cdnlab edge (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd  # released by the kernel when this process ends, however it ends
 
     def prepare(self) -> dict[str, Any]:
         cfg = self.config
         check_fd_limit(cfg)
+        self._lock_state_dir()
         try:
             self.rundir.mkdir(parents=True, exist_ok=True)
             for stale in self.rundir.glob("stats-*.json"):
@@ -278,7 +302,9 @@ class Master:
         """Leave nothing behind in the run directory (it lives on tmpfs)."""
         if self.shm is not None:
             self.shm.close()
-        shutil.rmtree(self.rundir, ignore_errors=True)
+            self.shm = None
+        if self._lock_fd is not None:  # never another instance's: it is ours only under the lock
+            shutil.rmtree(self.rundir, ignore_errors=True)
 
     # supervision -----------------------------------------------------------------------------
 
@@ -326,6 +352,7 @@ def serve(config: EdgeConfig) -> int:
     try:
         report = master.prepare()
     except StartupError as exc:
+        master.cleanup()
         print(f"cdnlab edge: {exc}", file=sys.stderr)
         return 1
     log.info("store reconciled: %s", report)
@@ -337,48 +364,59 @@ def serve(config: EdgeConfig) -> int:
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, master.reload)
         master.spawn_all()
-        # The admin API opens only once every worker listens, so "admin answers" means "serving".
-        if not await master.wait_ready(STARTUP_TIMEOUT):
-            print("cdnlab edge: workers did not start listening (see the log above)", file=sys.stderr)
-            await master.stop()
-            master.cleanup()
-            raise SystemExit(1)
         runner = web.AppRunner(build_app(master), access_log=None)
-        await runner.setup()
-        host, _, port = config.admin.listen.rpartition(":")
-        site = web.TCPSite(runner, host.strip("[]"), int(port), reuse_address=True)
-        await site.start()
-        print(
-            f"cdnlab edge {config.id} ({config.role}) serving {', '.join(config.listen)} "
-            f"with {config.workers} worker(s); admin on {config.admin.listen}",
-            file=sys.stderr,
-            flush=True,
-        )
-        sup = loop.create_task(master.supervise())
-        if master.background is not None:
-            master.background.start()
-        if config.control.url:
-            from cdnlab.edge.compress import content_only
-            from cdnlab.edge.reporter import InventoryReporter
-
-            reporter = InventoryReporter(
-                config.id,
-                config.control.url,
-                config.control.report_interval,
-                lambda: content_only(master.snapshot()),  # no gzip/br variants for the control plane
-                config.control.token,
-            )
-            master.reporter = reporter
-            report_task = loop.create_task(reporter.run())
-        await stop.wait()
-        sup.cancel()
-        if config.control.url:
-            report_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sup
-        await master.stop()
-        await runner.cleanup()
-        master.cleanup()
+        try:
+            await _serve(master, runner, stop)
+        finally:  # whatever ended it: workers stopped, the admin port closed, the run dir gone
+            await master.stop()
+            await runner.cleanup()
+            master.cleanup()
 
     uvloop.run(main())
     return 0
+
+
+async def _serve(master: Master, runner: web.AppRunner, stop: asyncio.Event) -> None:
+    """Open the admin API once the workers listen, then run until ``stop``."""
+    config = master.config
+    loop = asyncio.get_running_loop()
+    # The admin API opens only once every worker listens, so "admin answers" means "serving".
+    if not await master.wait_ready(STARTUP_TIMEOUT):
+        print("cdnlab edge: workers did not start listening (see the log above)", file=sys.stderr)
+        raise SystemExit(1)
+    await runner.setup()
+    host, _, port = config.admin.listen.rpartition(":")
+    site = web.TCPSite(runner, host.strip("[]"), int(port), reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:  # taken since prepare() checked it
+        print(f"cdnlab edge: cannot listen on {config.admin.listen}: {exc.strerror}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(
+        f"cdnlab edge {config.id} ({config.role}) serving {', '.join(config.listen)} "
+        f"with {config.workers} worker(s); admin on {config.admin.listen}",
+        file=sys.stderr,
+        flush=True,
+    )
+    sup = loop.create_task(master.supervise())
+    if master.background is not None:
+        master.background.start()
+    if config.control.url:
+        from cdnlab.edge.compress import content_only
+        from cdnlab.edge.reporter import InventoryReporter
+
+        reporter = InventoryReporter(
+            config.id,
+            config.control.url,
+            config.control.report_interval,
+            lambda: content_only(master.snapshot()),  # no gzip/br variants for the control plane
+            config.control.token,
+        )
+        master.reporter = reporter
+        report_task = loop.create_task(reporter.run())
+    await stop.wait()
+    sup.cancel()
+    if config.control.url:
+        report_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sup

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from helpers import CDNLAB, Edge, Nginx, RawConn, free_port, sha256
+from cdnlab.edge.config import quick
+from cdnlab.edge.worker import run_dir
+from helpers import CDNLAB, Edge, Nginx, RawConn, edge, free_port, sha256
 
 from .edgecheck import assert_hit, assert_miss_stored, config_toml
 
@@ -156,6 +159,43 @@ def test_bad_quick_flags_exit_2(bad_runs, name: str, key: str) -> None:  # type:
     p, _ = bad_runs[name]
     assert p.returncode == 2, (p.returncode, p.stderr)
     assert key in _one_line(p)
+
+
+def test_a_second_daemon_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
+    """Two daemons on one store would share the run directory (the second would reset the first's
+    invalidation ring and counters) and race on the store: the second is refused, the first is
+    untouched."""
+    with edge(tmp_path / "first", ["http://127.0.0.1:1"]) as first:
+        listen, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        rundir = run_dir(quick(listen, admin, first.store, ["http://127.0.0.1:1"]))
+        before = sorted(p.name for p in rundir.iterdir())
+        ring = (rundir / "shared").read_bytes()
+        p = _run(["edge", "serve", "--listen", listen, "--admin-listen", admin, "--store", str(first.store),
+                  "--upstream", "http://127.0.0.1:1"])  # fmt: skip
+        assert p.returncode == 1, p.stderr
+        line = _one_line(p)
+        assert "in use by another cdnlab edge" in line and f"pid {first.proc.pid}" in line, line
+        assert sorted(p.name for p in rundir.iterdir()) == before
+        assert (rundir / "shared").read_bytes() == ring
+        assert first.health()["state"] == "serving"
+        with RawConn(first.port) as c:
+            assert c.get("/x").status == 502  # still serving (its upstream is dead on purpose)
+    assert not rundir.exists()  # the first, stopped, cleared its own
+
+
+def test_a_failed_start_leaves_no_run_directory(tmp_path: Path) -> None:
+    """A start that fails after the run directory was made (here: the client port is taken)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        admin = f"127.0.0.1:{free_port()}"
+        store = tmp_path / "store"
+        p = _run(["edge", "serve", "--listen", listen, "--admin-listen", admin, "--store", str(store),
+                  "--upstream", "http://127.0.0.1:1"])  # fmt: skip
+    assert p.returncode == 1, p.stderr
+    assert "cannot listen on" in _one_line(p)
+    assert not run_dir(quick(listen, admin, store, ["http://127.0.0.1:1"])).exists()
 
 
 def test_store_that_is_a_file_is_one_line_and_exit_1(tmp_path: Path) -> None:
