@@ -14,17 +14,20 @@ import threading
 import time
 import urllib.request
 import xml.dom.minidom
+from itertools import combinations
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
+from cdnlab.control.coverage import Coordinates
+from cdnlab.control.steering import distance_score, haversine_km
 from cdnlab.edge.config import load
 from cdnlab.edge.worker import run_dir
 from cdnlab.lab import procs
 from cdnlab.lab.gate import Gate
 from cdnlab.lab.report import write
-from cdnlab.lab.topology import Topology
+from cdnlab.lab.topology import SITES, Topology, site_coordinates
 
 
 def test_gate_records_pass_fail_skip_and_a_broken_stage(tmp_path: Path) -> None:
@@ -146,3 +149,14 @@ def test_an_edge_killed_with_sigkill_leaves_no_run_directory(tmp_path: Path) -> 
         svc.proc.wait(10)
         assert rundir.exists()  # what a SIGKILLed master cannot clear itself
     assert not rundir.exists()
+
+
+def test_lab_sites_are_far_enough_apart_that_distance_decides_steering() -> None:
+    """Between two lab sites the distance part of the steering score must outweigh any poll-time
+    or load difference a loaded machine can produce (sites 1 degree apart did not: 0.5 points)."""
+    places = [Coordinates(**site_coordinates(i)) for i in range(len(SITES))]
+    for a, b in combinations(places, 2):
+        assert haversine_km(a, b) >= 1000, (a, b)
+    # The lab's default two sites: the gap beats a 600 ms difference in health-poll time.
+    gap = 0.4 * (100 - distance_score(haversine_km(places[0], places[1])))
+    assert gap > 0.3 * 60, gap

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cdnlab.lab import procs
+from cdnlab.lab.topology import site_coordinates
 
 # Client prefixes inside 127/8: every address there is this machine, so players can bind to them.
 SITE_PREFIXES = {"site-a": "127.0.2.0/24", "site-b": "127.0.1.0/24"}
@@ -33,7 +34,7 @@ def control_config(work: Path, key_id: str, key: str, catalog: dict[str, int], s
     """TOML for ``cdnlab control serve`` with a coverage zone file and the lab's title."""
     czf = {
         "coverageZones": {
-            site: {"network": [prefix], "coordinates": {"latitude": 48.1 + i, "longitude": 11.6 + i}}
+            site: {"network": [prefix], "coordinates": site_coordinates(i)}
             for i, (site, prefix) in enumerate(SITE_PREFIXES.items())
         }
     }

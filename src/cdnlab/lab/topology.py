@@ -16,6 +16,27 @@ AWS_REGION, AWS_KEY = "us-east-1", "test"
 EDGE_PORT, ADMIN_PORT, CONTROL_PORT, PROMETHEUS_PORT = 80, 8081, 8900, 9090
 ORIGIN_PORT = 4566  # the emulator as the hosts see it (controller side of the bridge)
 SITES = "abcdefgh"
+# Each site in another metro, 1,000 km and more apart (Frankfurt, New York, Tokyo, São Paulo,
+# Sydney, Johannesburg, Mumbai, Chicago): the distance part of the steering score (0.4 x
+# (100 - km/100)) then outweighs any load or poll-time difference, as between real PoPs. Sites 1°
+# apart (135 km, 0.5 points) sent a site's clients elsewhere whenever its appliance's health poll
+# was 18 ms slower than the other site's.
+SITE_METROS = [
+    (50.11, 8.68),
+    (40.71, -74.01),
+    (35.68, 139.69),
+    (-23.55, -46.63),
+    (-33.87, 151.21),
+    (-26.20, 28.05),
+    (19.08, 72.88),
+    (41.88, -87.63),
+]
+
+
+def site_coordinates(i: int) -> dict[str, float]:
+    """Coverage-zone coordinates of the I-th site (see SITE_METROS)."""
+    lat, lon = SITE_METROS[i]
+    return {"latitude": lat, "longitude": lon}
 
 
 @dataclass(frozen=True)
@@ -122,7 +143,7 @@ def inventory_vars(
             "cdnlab_control_coverage_zones": {
                 site: {
                     "network": [topo.client_prefix(i)],
-                    "coordinates": {"latitude": 48.1 + i, "longitude": 11.6 + i},
+                    "coordinates": site_coordinates(i),
                 }
                 for i, site in enumerate(topo.site_names)
             },
